@@ -1,0 +1,1 @@
+"""The ``mailsupport`` command line: administration and scripting."""

@@ -1,0 +1,45 @@
+"""What every command needs: the configuration, the database, one session per command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import click
+from sqlalchemy.orm import Session
+
+from mailsupport.app import App, open_app
+from mailsupport.config import Config, load_config
+
+
+@dataclass
+class CliContext:
+    config_path: str | None
+    _config: Config | None = None
+    _app: App | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            self._app = open_app(self.config, migrate=True)
+        return self._app
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """The command's one session; committed when the command succeeds."""
+        with self.app.factory.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+
+pass_context = click.make_pass_decorator(CliContext)

@@ -1,0 +1,70 @@
+"""Tickets and messages as plain data, for ``--json`` and for the text views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailsupport.clock import as_utc
+from mailsupport.db.models import Message, Ticket
+from mailsupport.domain.tickets import participants
+
+
+def _iso(value: Any) -> str:
+    return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def ticket_summary(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "number": ticket.number,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "queue": ticket.queue.name,
+        "requester": ticket.requester.email,
+        "assignee": ticket.assignee.email if ticket.assignee else None,
+        "created_at": _iso(ticket.created_at),
+        "updated_at": _iso(ticket.updated_at),
+    }
+
+
+def message_view(message: Message) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id,
+        "from": message.from_email,
+        "from_name": message.from_name,
+        "date": _iso(message.date),
+        "direction": message.direction,
+        "internal": message.internal,
+        "kind": message.kind,
+        "subject": message.subject,
+        "text": message.text,
+        "attachments": [
+            {
+                "id": a.id,
+                "filename": a.filename,
+                "size": a.size,
+                "content_type": a.content_type,
+            }
+            for a in message.attachments
+        ],
+        "thread_reason": message.thread_reason,
+    }
+
+
+def ticket_detail(session: Session, ticket: Ticket) -> dict[str, Any]:
+    messages = (
+        session.execute(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id))
+        .scalars()
+        .all()
+    )
+    return {
+        **ticket_summary(ticket),
+        "participants": [
+            {"email": p.contact.email, "name": p.contact.name, "role": p.role}
+            for p in participants(session, ticket)
+        ],
+        "messages": [message_view(m) for m in messages],
+    }

@@ -1,0 +1,284 @@
+"""Configuration: one TOML file, environment overrides for secrets, validated at start.
+
+Every problem is reported as one sentence naming the offending key, so an admin who mistyped
+a line sees exactly which one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailsupport.errors import ConfigError
+
+CONFIG_ENV = "MAILSUPPORT_CONFIG"
+_ENV_PREFIX = "MAILSUPPORT_"
+_ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+_QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+LANGUAGES = ("en", "ru")
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    name: str = "ACME Support"
+    address: str = "support@example.com"
+    tag: str = "ACME"
+    default_queue: str = "support"
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///mailsupport.db"
+    busy_timeout: float = 5.0  # seconds a writer waits for SQLite's lock before giving up
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8025
+    lmtp: bool = False
+    max_message_size: int = 26_214_400
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    # Processes turning stored mail into tickets; 0 for a daemon that only accepts mail while
+    # others (sharing a PostgreSQL database) process it.
+    workers: int = 1
+    poll_interval: float = 2.0  # seconds between backlog checks when nothing signals new mail
+
+
+@dataclass(frozen=True)
+class Config:
+    support: SupportConfig = field(default_factory=SupportConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    queues: Mapping[str, str] = field(default_factory=dict)  # extra address -> queue name
+    source: str = "built-in defaults"
+
+    @property
+    def support_addresses(self) -> frozenset[str]:
+        """Every address that accepts customer mail."""
+        return frozenset({self.support.address, *self.queues})
+
+    def queue_for(self, address: str) -> str | None:
+        """The queue an address routes to, or None when it is not one of ours."""
+        address = address.lower()
+        if address in self.queues:
+            return self.queues[address]
+        if address == self.support.address:
+            return self.support.default_queue
+        return None
+
+    @property
+    def own_domains(self) -> frozenset[str]:
+        return frozenset(a.rsplit("@", 1)[1] for a in self.support_addresses)
+
+
+# --- validators: each returns the clean value or raises ValueError("must ...") -------------
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+def _address(value: Any) -> str:
+    text = _string(value).lower()
+    if not _ADDRESS_RE.match(text):
+        raise ValueError("must be an email address like support@example.com")
+    return text
+
+
+def _tag(value: Any) -> str:
+    text = _string(value)
+    if not _TAG_RE.match(text):
+        raise ValueError("must be 1-32 letters, digits, dots, dashes or underscores")
+    return text
+
+
+def _queue(value: Any) -> str:
+    text = _string(value)
+    if not _QUEUE_RE.match(text):
+        raise ValueError("must be a lower-case queue name (letters, digits, . _ -)")
+    return text
+
+
+def _language(value: Any) -> str:
+    text = _string(value)
+    if text not in LANGUAGES:
+        raise ValueError(f"must be one of {', '.join(LANGUAGES)}")
+    return text
+
+
+def _db_url(value: Any) -> str:
+    text = _string(value)
+    if not text.startswith(("sqlite", "postgresql")):
+        raise ValueError("must be an sqlite:/// or postgresql+psycopg:// URL")
+    return text
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError("must be an integer from 0 to 65535")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("must be an integer, 0 or more")
+    return value
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError("must be a positive number")
+    return float(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+Validator = Callable[[Any], Any]
+
+_SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
+    "support": (
+        SupportConfig,
+        {
+            "name": _string,
+            "address": _address,
+            "tag": _tag,
+            "default_queue": _queue,
+            "language": _language,
+        },
+    ),
+    "database": (DatabaseConfig, {"url": _db_url, "busy_timeout": _positive_float}),
+    "smtp": (
+        SmtpConfig,
+        {
+            "enabled": _boolean,
+            "host": _string,
+            "port": _port,
+            "lmtp": _boolean,
+            "max_message_size": _positive_int,
+        },
+    ),
+    "relay": (RelayConfig, {"host": _string, "port": _port}),
+    "pipeline": (
+        PipelineConfig,
+        {"workers": _non_negative_int, "poll_interval": _positive_float},
+    ),
+}
+
+_ENV_PARSERS: dict[Validator, Callable[[str], Any]] = {
+    _port: int,
+    _positive_int: int,
+    _non_negative_int: int,
+    _positive_float: float,
+    _boolean: lambda text: text.strip().lower() in ("1", "true", "yes", "on"),
+}
+
+
+def _env_value(section: str, key: str, validator: Validator, env: Mapping[str, str]) -> Any:
+    name = f"{_ENV_PREFIX}{section.upper()}_{key.upper()}"
+    text = env[name]
+    try:
+        return _ENV_PARSERS.get(validator, str)(text)
+    except ValueError as exc:
+        raise ConfigError(f"Invalid environment variable {name}: not a valid value.") from exc
+
+
+def _build_section(section: str, raw: Any, env: Mapping[str, str]) -> Any:
+    cls, fields = _SCHEMA[section]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Invalid config: [{section}] must be a table.")
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"Unknown config key {section}.{key}.")
+    values: dict[str, Any] = {}
+    for key, validator in fields.items():
+        if f"{_ENV_PREFIX}{section.upper()}_{key.upper()}" in env:
+            candidate = _env_value(section, key, validator, env)
+        elif key in raw:
+            candidate = raw[key]
+        else:
+            continue
+        try:
+            values[key] = validator(candidate)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid config: {section}.{key} {exc}.") from exc
+    return cls(**values)
+
+
+def _build_queues(raw: Any, support: SupportConfig) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise ConfigError("Invalid config: [queues] must be a table of address = queue.")
+    queues: dict[str, str] = {}
+    for address, queue in raw.items():
+        try:
+            clean_address = _address(address)
+            queues[clean_address] = _queue(queue)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid config: queues.{address} {exc}.") from exc
+    if support.address in queues:
+        raise ConfigError(
+            f"Invalid config: queues.{support.address} repeats support.address; "
+            "set support.default_queue instead."
+        )
+    return queues
+
+
+def build_config(
+    data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<memory>"
+) -> Config:
+    """Validate a parsed TOML document (plus environment overrides) into a Config."""
+    env = os.environ if env is None else env
+    for section in data:
+        if section not in _SCHEMA and section != "queues":
+            raise ConfigError(f"Unknown config section [{section}].")
+    sections = {name: _build_section(name, data.get(name, {}), env) for name in _SCHEMA}
+    queues = _build_queues(data.get("queues", {}), sections["support"])
+    return Config(queues=queues, source=source, **sections)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config named by ``path``, else by $MAILSUPPORT_CONFIG, else the defaults."""
+    chosen = path if path is not None else os.environ.get(CONFIG_ENV)
+    if not chosen:
+        return build_config({}, source="built-in defaults")
+    file = Path(chosen)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Config file not found: {file}.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read config file {file}: {exc}.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {file} is not valid TOML: {exc}.") from exc
+    return build_config(data, source=str(file))

@@ -1,0 +1,370 @@
+"""Turn bytes of declared, misdeclared or undeclared charsets into Unicode.
+
+Real mail declares charsets Python does not know (``x-mac-cyrillic``, ``iso-8859-8-i``,
+``ks_c_5601-1987``, typos such as ``uft-8``), declares one charset and sends another, or sends
+raw 8-bit header bytes with no declaration at all. Everything here is pure and never raises on
+bad input: the worst case is a lossy decode, reported as a defect string.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import functools
+import re
+from dataclasses import dataclass
+
+from charset_normalizer import from_bytes
+
+# Keys are charset labels with everything but letters and digits removed, so "Shift_JIS",
+# "shift-jis" and "SHIFT JIS" meet in one entry. Values favour the superset that the sending
+# software really uses (Windows code pages for their ISO/legacy labels).
+_ALIASES: dict[str, str] = {
+    "utf8": "utf-8",
+    "uft8": "utf-8",
+    "utf": "utf-8",
+    "utf8mb4": "utf-8",
+    "unicode11utf7": "utf-7",
+    "utf7": "utf-7",
+    "ksc56011987": "cp949",
+    "ksc56011989": "cp949",
+    "ksc5601": "cp949",
+    "euckr": "cp949",
+    "cseuckr": "cp949",
+    "xwindows949": "cp949",
+    "windows949": "cp949",
+    "uhc": "cp949",
+    "gb2312": "gb18030",
+    "gb231280": "gb18030",
+    "csgb2312": "gb18030",
+    "euccn": "gb18030",
+    "xeuccn": "gb18030",
+    "gbk": "gb18030",
+    "xgbk": "gb18030",
+    "cp936": "gb18030",
+    "windows936": "gb18030",
+    "chinese": "gb18030",
+    "big5": "cp950",
+    "csbig5": "cp950",
+    "xxbig5": "cp950",
+    "big5tw": "cp950",
+    "shiftjis": "cp932",
+    "sjis": "cp932",
+    "xsjis": "cp932",
+    "mskanji": "cp932",
+    "csshiftjis": "cp932",
+    "windows31j": "cp932",
+    "xmscp932": "cp932",
+    "iso2022jp": "iso2022_jp",
+    "csiso2022jp": "iso2022_jp",
+    "eucjp": "euc_jp",
+    "xeucjp": "euc_jp",
+    "xmaccyrillic": "mac_cyrillic",
+    "xmacukrainian": "mac_cyrillic",
+    "maccyrillic": "mac_cyrillic",
+    "iso88598i": "iso8859_8",
+    "iso88598e": "iso8859_8",
+    "iso88596i": "iso8859_6",
+    "iso88596e": "iso8859_6",
+    "iso88591": "cp1252",
+    "latin1": "cp1252",
+    "l1": "cp1252",
+    "cp819": "cp1252",
+    "ibm819": "cp1252",
+    "usascii": "ascii",
+    "ascii": "ascii",
+    "ansix341968": "ascii",
+    "us": "ascii",
+    "koi8": "koi8_r",
+    "tis620": "cp874",
+    "windows874": "cp874",
+}
+
+# Tried in order when the declared codec rejects the bytes: what senders using that label
+# really send (vendor extensions, JIS X 0213, the other Japanese encodings, UTF-8).
+_ALTERNATIVES: dict[str, tuple[str, ...]] = {
+    "iso2022_jp": ("iso2022_jp_ext", "iso2022_jp_2004", "cp50221", "utf-8", "euc_jp", "cp932"),
+    "euc_jp": ("euc_jis_2004", "cp932", "utf-8"),
+    "cp932": ("shift_jis_2004", "euc_jp", "utf-8"),
+    "cp950": ("big5hkscs", "utf-8"),
+    "gb18030": ("utf-8",),
+    "cp949": ("utf-8",),
+    "ascii": ("utf-8", "cp1252"),
+    "cp1252": ("latin-1",),
+}
+
+# Single-byte charsets accept any bytes, so UTF-8 sent under their label would silently turn
+# into mojibake; valid UTF-8 with non-ASCII bytes is checked first (legacy text almost never is).
+_SINGLE_BYTE_PREFIXES = ("cp12", "iso8859", "koi8", "mac-", "cp874", "tis-620", "latin")
+
+# Labels meaning "we do not know": decode as if nothing was declared.
+_UNKNOWN = frozenset({"unknown", "unknown8bit", "xunknown", "xuserdefined", "default", "none"})
+
+# Codecs Python accepts that do not decode text the way a mail charset means: escape
+# interpreters and IDNA would turn body bytes into something the sender never wrote.
+_REFUSED = frozenset(
+    {"undefined", "unicode-escape", "raw-unicode-escape", "idna", "punycode", "mbcs", "oem"}
+)
+
+_WINDOWS_CODEPAGE = re.compile(r"(?:x)?(?:windows|win|cp|ms)(12[0-9]{2})")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+# Replacement characters allowed, as a share of the decoded text, before a declared charset is
+# judged wrong rather than the text merely damaged in a few places.
+_DAMAGE_RATIO = 0.02
+
+# Detection is unreliable on very short input (a name in a header): below this, a fixed
+# Western fallback beats a guess.
+_MIN_DETECT_BYTES = 24
+
+# Bounded so that a header full of unterminated words costs linear time, not quadratic.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.{0,4000}?)\?=", re.DOTALL)
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BASE64_JUNK = re.compile(r"[^A-Za-z0-9+/]")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Decoded text, the codec that produced it and what went wrong, if anything."""
+
+    text: str
+    codec: str
+    defect: str | None = None
+
+
+@functools.lru_cache(maxsize=512)
+def codec_for(charset: str | None) -> str | None:
+    """The Python codec for a declared MIME charset, or None when it is unknown or unusable."""
+    if not charset:
+        return None
+    match = _LABEL.search(charset.strip().strip("\"'"))
+    if match is None:
+        return None
+    label = match.group().lower()
+    compact = _NOT_ALNUM.sub("", label)
+    if compact in _UNKNOWN:
+        return None
+    name = _ALIASES.get(compact)
+    if name is None:
+        windows = _WINDOWS_CODEPAGE.fullmatch(compact)
+        name = f"cp{windows.group(1)}" if windows else label
+    return _usable_codec(name)
+
+
+def _usable_codec(name: str) -> str | None:
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+    # CodecInfo marks bytes-to-bytes codecs (base64, zlib...) as not text encodings.
+    if not getattr(info, "_is_text_encoding", True) or info.name in _REFUSED:
+        return None
+    return info.name
+
+
+def decode_text(data: bytes, charset: str | None) -> Decoded:
+    """Decode a body part declared with ``charset`` (None when nothing was declared)."""
+    codec = codec_for(charset)
+    if codec is None:
+        return _decode_undeclared(data, charset)
+    declared = charset or codec
+    if codec.startswith(_SINGLE_BYTE_PREFIXES) and not data.isascii():
+        text = _strict(data, "utf-8")
+        if text is not None:
+            return Decoded(text, "utf-8", f"text declared {declared!r} is UTF-8")
+    for candidate in (codec, *_ALTERNATIVES.get(codec, ())):
+        text = _strict(data, candidate)
+        if text is not None:
+            defect = (
+                None if candidate == codec else f"text declared {declared!r} read as {candidate}"
+            )
+            return Decoded(text, candidate, defect)
+    return _decode_damaged(data, codec, declared)
+
+
+def _strict(data: bytes, codec: str) -> str | None:
+    if codec == "cp50221":
+        return _decode_cp50221(data)
+    try:
+        return data.decode(codec)
+    except (UnicodeError, LookupError):
+        return None
+
+
+_ISO2022_SWITCH = re.compile(rb"(\x1b(?:\(B|\(J|\(I|\$@|\$B))")
+
+
+def _decode_cp50221(data: bytes) -> str | None:
+    """ISO-2022-JP with the NEC and IBM rows Windows adds (①, №, ㈱), via Shift_JIS.
+
+    Python's ISO-2022-JP codecs reject those rows, which Japanese office mail uses freely.
+    """
+    converted = bytearray()
+    mode = b"\x1b(B"
+    for chunk in _ISO2022_SWITCH.split(data):
+        if _ISO2022_SWITCH.fullmatch(chunk):
+            mode = chunk
+        elif mode in (b"\x1b$B", b"\x1b$@"):
+            if len(chunk) % 2 or b"\x1b" in chunk:
+                return None
+            for index in range(0, len(chunk), 2):
+                converted += _jis_to_shift_jis(chunk[index], chunk[index + 1])
+        elif mode == b"\x1b(I":
+            converted += bytes(byte + 0x80 for byte in chunk)
+        elif b"\x1b" in chunk:
+            return None
+        else:
+            converted += chunk
+    return _strict(bytes(converted), "cp932")
+
+
+def _jis_to_shift_jis(first: int, second: int) -> bytes:
+    lead = ((first + 1) >> 1) + (0x70 if first <= 0x5E else 0xB0)
+    trail = second + (0x1F + (second >= 0x60) if first % 2 else 0x7E)
+    return bytes((lead & 0xFF, trail & 0xFF))
+
+
+def _decode_undeclared(data: bytes, charset: str | None) -> Decoded:
+    if b"\x1b" in data:
+        # ISO-2022-JP is 7-bit, so it would pass as ASCII below with its escapes left in.
+        japanese = _decode_iso2022_jp(data)
+        if japanese is not None:
+            return Decoded(
+                japanese.text, japanese.codec, f"undeclared text decoded as {japanese.codec}"
+            )
+    text = _strict(data, "utf-8")
+    if text is not None:
+        defect = None if charset is None or data.isascii() else f"unknown charset {charset!r}"
+        return Decoded(text, "utf-8", defect and f"{defect}; decoded as utf-8")
+    guess = _guess(data)
+    label = "undeclared 8-bit text" if charset is None else f"unknown charset {charset!r}"
+    return Decoded(guess.text, guess.codec, f"{label}; decoded as {guess.codec}")
+
+
+def _decode_damaged(data: bytes, codec: str, declared: str) -> Decoded:
+    lossy = data.decode(codec, "replace")
+    damage = lossy.count("\ufffd")
+    if damage <= max(1, int(len(lossy) * _DAMAGE_RATIO)):
+        return Decoded(lossy, codec, f"{damage} invalid sequence(s) for charset {declared!r}")
+    text = _strict(data, "utf-8")
+    if text is not None:
+        return Decoded(text, "utf-8", f"text declared {declared!r} decoded as utf-8")
+    guess = _guess(data)
+    return Decoded(guess.text, guess.codec, f"text declared {declared!r} decoded as {guess.codec}")
+
+
+def _guess(data: bytes) -> Decoded:
+    """Detect the charset of undeclared or misdeclared bytes; a Western code page at worst."""
+    if len(data) >= _MIN_DETECT_BYTES:
+        best = from_bytes(data).best()
+        if best is not None:
+            return Decoded(str(best), best.encoding)
+    text = _strict(data, "cp1252")
+    if text is not None:
+        return Decoded(text, "cp1252")
+    return Decoded(data.decode("latin-1"), "latin-1")
+
+
+def decode_raw_header(value: str, fallback: str | None = None) -> Decoded:
+    """Recover raw 8-bit bytes in a header value parsed from bytes.
+
+    The email package keeps non-ASCII header bytes as lone surrogates. They are read as UTF-8,
+    else in ``fallback`` (usually the charset of the body), else detected. Encoded words are
+    left alone so address parsing still sees the structure the sender wrote.
+    """
+    if value.isascii():
+        japanese = _decode_iso2022_jp(value.encode("ascii")) if "\x1b" in value else None
+        return japanese or Decoded(value, "ascii")
+    data = value.encode("utf-8", "surrogateescape")
+    text = _strict(data, "utf-8")
+    if text is not None:
+        return Decoded(text, "utf-8")
+    codec = codec_for(fallback)
+    if codec is not None:
+        text = _strict(data, codec)
+        if text is not None:
+            return Decoded(text, codec, f"raw 8-bit header decoded as {codec}")
+    guess = _guess(data)
+    return Decoded(guess.text, guess.codec, f"raw 8-bit header decoded as {guess.codec}")
+
+
+def _decode_iso2022_jp(data: bytes) -> Decoded | None:
+    """Japanese mailers send raw ISO-2022-JP, a 7-bit encoding, undeclared and in headers."""
+    for codec in ("iso2022_jp", *_ALTERNATIVES["iso2022_jp"][:3]):
+        text = _strict(data, codec)
+        if text is not None:
+            return Decoded(text, codec)
+    return None
+
+
+def decode_encoded_words(value: str) -> Decoded:
+    """Decode RFC 2047 encoded words, forgiving what real mailers get wrong.
+
+    Words glued to text, spaces inside Q words, missing base64 padding and multibyte
+    characters split across adjacent words are all accepted. Whitespace between adjacent
+    encoded words is dropped, as the RFC asks.
+    """
+    if "=?" not in value:
+        return Decoded(value, "ascii")
+    out: list[str] = []
+    defects: list[str] = []
+    pending: tuple[str, bytearray] | None = None
+    position = 0
+    for match in _ENCODED_WORD.finditer(value):
+        gap = value[position : match.start()]
+        position = match.end()
+        charset = match.group(1).split("*", 1)[0]
+        data = _word_bytes(match.group(2), match.group(3))
+        adjacent = pending is not None and not gap.strip()
+        if pending is not None and adjacent and pending[0].lower() == charset.lower():
+            pending[1].extend(data)
+            continue
+        if pending is not None:
+            out.append(_flush(pending, defects))
+        if not adjacent:
+            out.append(gap)
+        pending = (charset, bytearray(data))
+    if pending is not None:
+        out.append(_flush(pending, defects))
+    out.append(value[position:])
+    return Decoded("".join(out), "rfc2047", "; ".join(defects) or None)
+
+
+def _word_bytes(encoding: str, text: str) -> bytes:
+    raw = text.encode("utf-8", "surrogateescape")
+    if encoding in "qQ":
+        return binascii.a2b_qp(raw, header=True)
+    cleaned = _BASE64_JUNK.sub("", text)
+    if len(cleaned) % 4 == 1:
+        # A lone trailing character carries no whole byte; every lenient decoder drops it.
+        cleaned = cleaned[:-1]
+    try:
+        return binascii.a2b_base64(cleaned + "=" * (-len(cleaned) % 4))
+    except binascii.Error:
+        return raw
+
+
+def _flush(pending: tuple[str, bytearray], defects: list[str]) -> str:
+    decoded = decode_text(bytes(pending[1]), pending[0])
+    if decoded.defect:
+        defects.append(f"encoded word: {decoded.defect}")
+    return decoded.text
+
+
+def decode_header(value: str, fallback: str | None = None) -> Decoded:
+    """A header value as display text: raw bytes and encoded words decoded, unfolded.
+
+    Line breaks and control characters never survive, so the text is safe to put back into
+    an outgoing header.
+    """
+    raw = decode_raw_header(value, fallback)
+    words = decode_encoded_words(_FOLD.sub("", raw.text))
+    text = _CONTROLS.sub(_control_replacement, words.text)
+    defect = "; ".join(d for d in (raw.defect, words.defect) if d) or None
+    return Decoded(text.strip(), raw.codec, defect)
+
+
+def _control_replacement(match: re.Match[str]) -> str:
+    return " " if match.group() in "\r\n" else ""

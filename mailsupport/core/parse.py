@@ -1,0 +1,440 @@
+"""Parse one raw message into a ParsedMessage.
+
+All tolerance for broken real-world mail lives here, so every later step works on clean,
+decoded values. The MIME tree is built once with the email package; mail-parser reads the
+address and date headers from that same tree, and the body and attachments are collected in
+one iterative walk that decodes each text part in its declared (or detected) charset. The only
+exception that leaves this module is MessageParseError, with a one-sentence reason.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email
+import email.utils
+import io
+import mimetypes
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.errors import InvalidBase64LengthDefect, MessageError
+from email.generator import BytesGenerator
+from email.message import Message
+from email.policy import Compat32
+from typing import Any
+
+import mailparser
+
+from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
+from mailsupport.core.charsets import decode_text as decode_part_text
+from mailsupport.core.htmltext import html_to_text
+from mailsupport.core.message import Address, Attachment, ParsedMessage
+from mailsupport.errors import MessageParseError
+
+# Real mail nests a handful of levels; beyond this a message is an attack on the parser.
+MAX_NESTING = 100
+
+# Enough to diagnose a message; a hostile one must not turn its defect list into a payload.
+MAX_DEFECTS = 50
+
+MAX_FILENAME = 200
+
+# The address headers mail-parser reads; raw 8-bit bytes there make it drop the mailbox.
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "delivered-to"})
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
+
+_BRACKETED_ID = re.compile(r"<([^<>]*)>")
+_BARE_ID = re.compile(r"[^\s<>,;()\"']+@[^\s<>,;()\"']+")
+_WHITESPACE = re.compile(r"\s+")
+_TYPE_TOKEN = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_CHARSET_PARAMETER = re.compile(r"charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+_FILENAME_JUNK = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_DOT_RUN = re.compile(r"\.{2,}")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+# Only the built-in table, so a fallback name does not depend on the host's mime.types.
+_MIME_TYPES = mimetypes.MimeTypes()
+_EXTENSIONS = {
+    "message/rfc822": ".eml",
+    "message/global": ".eml",
+    "message/delivery-status": ".txt",
+    "message/global-delivery-status": ".txt",
+    "message/disposition-notification": ".txt",
+    "message/feedback-report": ".txt",
+    "text/rfc822-headers": ".txt",
+    "text/plain": ".txt",
+}
+
+
+
+class _VerbatimHeaders(Compat32):
+    """Writes headers back exactly as they were parsed, folding and raw bytes included.
+
+    The stock policy re-encodes each header, which refolds it and refuses some that real
+    mailers produce.
+    """
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        return f"{name}: {value}{self.linesep}".encode("utf-8", "surrogateescape")
+
+
+# Embedded messages are written back as they came: no refolding, no ">From " quoting.
+_FLATTEN_POLICY = _VerbatimHeaders(mangle_from_=False)
+
+
+@dataclass
+class _Collected:
+    """What the walk over the MIME tree finds, accumulated part by part."""
+
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+    charset: str | None = None  # the first declared text charset, a hint for raw headers
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse raw RFC 5322 bytes; raise MessageParseError when nothing usable is in them."""
+    if not raw.strip():
+        raise MessageParseError("the message is empty")
+    try:
+        return _parse(raw)
+    except RecursionError as exc:
+        raise MessageParseError("the MIME structure is nested too deeply to parse") from exc
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    message = email.message_from_bytes(raw)
+    collected = _walk(message)
+    headers, header_defects = _decoded_headers(message, collected.charset)
+    _repair_address_headers(message, collected.charset)
+    parser = _mail_parser(message)
+    plain = "\n".join(collected.plain)
+    html = "\n".join(collected.html)
+    text = plain if plain.strip() or not html else html_to_text(html)
+    if not headers and not text.strip() and not html and not collected.attachments:
+        raise MessageParseError("the message has neither headers nor a body")
+    date, date_defects = _date(parser, _first(headers, "date"))
+    from_ = _addresses(parser, "from")
+    return ParsedMessage(
+        message_id=_message_id(_first(headers, "message-id")),
+        subject=" ".join((_first(headers, "subject") or "").split()),
+        from_=from_[0] if from_ else None,
+        to=_addresses(parser, "to"),
+        cc=_addresses(parser, "cc"),
+        reply_to=_addresses(parser, "reply-to"),
+        date=date,
+        in_reply_to=message_ids(_every(headers, "in-reply-to")),
+        references=message_ids(_every(headers, "references")),
+        text=text,
+        html=html,
+        attachments=tuple(collected.attachments),
+        headers=headers,
+        return_path=_return_path(_first(headers, "return-path")),
+        defects=_bounded(
+            [*collected.defects, *header_defects, *_address_defects(parser), *date_defects]
+        ),
+    )
+
+
+# -- the MIME tree -------------------------------------------------------------------------
+
+
+def _walk(message: Message) -> _Collected:
+    """Collect body text and attachments depth-first, without recursion."""
+    collected = _Collected()
+    stack: list[tuple[Message, int]] = [(message, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise MessageParseError(f"the MIME structure is nested more than {MAX_NESTING} deep")
+        content_type = _content_type(part)
+        if depth and _is_embedded(content_type):
+            # A returned or forwarded message belongs to its sender, not to this mail's body.
+            collected.attachments.append(_embedded_attachment(part, content_type, collected))
+        elif part.is_multipart():
+            children = list(_children(part))
+            stack.extend((child, depth + 1) for child in reversed(children))
+        else:
+            _leaf(part, content_type, collected)
+        # Read after decoding: undoing the transfer encoding can add defects.
+        collected.defects.extend(f"{content_type}: {type(d).__name__}" for d in part.defects)
+    return collected
+
+
+def _content_type(part: Message) -> str:
+    declared = part.get_content_type()
+    if _TYPE_TOKEN.fullmatch(declared):
+        return declared
+    # "text/plain charset=..." (a missing semicolon) still says what the part is.
+    match = _TYPE_TOKEN.match(declared)
+    return match.group() if match else part.get_default_type()
+
+
+def _charset(part: Message) -> str | None:
+    charset = part.get_content_charset()
+    if charset is None:
+        match = _CHARSET_PARAMETER.search(str(part.get("content-type", "")))
+        charset = match.group(1) if match else None
+    return charset
+
+
+def _is_embedded(content_type: str) -> bool:
+    return content_type.startswith("message/") or content_type == "text/rfc822-headers"
+
+
+def _children(part: Message) -> Iterator[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        yield from (child for child in payload if isinstance(child, Message))
+
+
+def _leaf(part: Message, content_type: str, collected: _Collected) -> None:
+    if content_type.startswith("multipart/"):
+        # A multipart without a usable boundary: its raw text is all a reader could see.
+        content_type = "text/plain"
+    charset = _charset(part)
+    if collected.charset is None and charset and content_type.startswith("text/"):
+        collected.charset = charset
+    filename = _declared_filename(part, collected)
+    disposition = part.get_content_disposition()
+    is_body_type = content_type in _BODY_TYPES
+    # mail-parser's rule, widened so that no non-text part is dropped: a part is a file when it
+    # is named, marked as an attachment, or not body text at all.
+    attached = filename is not None or disposition == "attachment" or not is_body_type
+    data = decoded_payload(part)
+    if attached and (data or filename):
+        collected.attachments.append(
+            Attachment(safe_filename(filename or "", content_type), content_type, data)
+        )
+    # Named inline text is both shown and kept as a file, as mail-parser does.
+    if is_body_type and (not attached or disposition == "inline"):
+        _add_body_text(data, charset, content_type, collected)
+
+
+def _add_body_text(data: bytes, charset: str | None, content_type: str, out: _Collected) -> None:
+    decoded = decode_part_text(data, charset)
+    if decoded.defect:
+        out.defects.append(f"{content_type}: {decoded.defect}")
+    text = _normalise_newlines(decoded.text)
+    (out.html if content_type == "text/html" else out.plain).append(text)
+
+
+def decoded_payload(part: Message) -> bytes:
+    """The bytes of a leaf MIME part with its transfer encoding undone."""
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return b""
+    if any(isinstance(defect, InvalidBase64LengthDefect) for defect in part.defects):
+        # The email package gave up and returned the base64 text itself.
+        return _decode_base64(data)
+    return data
+
+
+def _decode_base64(data: bytes) -> bytes:
+    """Decode base64 the way mail clients do, so a damaged file still opens.
+
+    The email package hands back the encoded text when the length is off by one character;
+    a client drops that character (and anything after the padding) and shows the file.
+    """
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        cleaned = _NOT_BASE64.sub(b"", data.split(b"=", 1)[0])
+        cleaned = cleaned[: len(cleaned) - (len(cleaned) % 4 == 1)]
+        return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4))
+
+
+def _embedded_attachment(part: Message, content_type: str, collected: _Collected) -> Attachment:
+    name = _declared_filename(part, collected) or ""
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return Attachment(safe_filename(name, content_type), content_type, decoded_payload(part))
+    try:
+        data = b"".join(_flatten(inner) for inner in payload if isinstance(inner, Message))
+    except (LookupError, UnicodeError, TypeError, ValueError, MessageError) as exc:
+        collected.defects.append(f"{content_type}: not re-serialisable ({type(exc).__name__})")
+        data = b""
+    return Attachment(safe_filename(name, content_type), content_type, data)
+
+
+def _flatten(message: Message) -> bytes:
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=_FLATTEN_POLICY).flatten(message)
+    return buffer.getvalue()
+
+
+def _declared_filename(part: Message, collected: _Collected) -> str | None:
+    name = part.get_filename()
+    if name is None:
+        return None
+    decoded = decode_header(str(name), collected.charset)
+    if decoded.defect:
+        collected.defects.append(f"attachment filename: {decoded.defect}")
+    return decoded.text
+
+
+def safe_filename(name: str, content_type: str) -> str:
+    """A sender's file name made harmless for display (never for building a path).
+
+    Only the last path component survives; control and bidirectional-override characters and
+    dot runs are removed; the length is bounded, keeping the extension. An empty result becomes
+    "attachment" with an extension guessed from the content type.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = _DOT_RUN.sub(".", _FILENAME_JUNK.sub("", base)).strip(" .")
+    if len(base) > MAX_FILENAME:
+        stem, dot, extension = base.rpartition(".")
+        if dot and 0 < len(extension) <= 16 and stem:
+            base = f"{stem[: MAX_FILENAME - len(extension) - 1]}.{extension}"
+        else:
+            base = base[:MAX_FILENAME]
+    if base:
+        return base
+    guessed = _EXTENSIONS.get(content_type) or _MIME_TYPES.guess_extension(content_type)
+    return f"attachment{guessed or ''}"
+
+
+def _normalise_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+# -- headers -------------------------------------------------------------------------------
+
+
+def _decoded_headers(
+    message: Message, fallback: str | None
+) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    headers: list[tuple[str, str]] = []
+    defects: list[str] = []
+    for name, value in message.raw_items():
+        decoded = decode_header(str(value), fallback)
+        key = name.strip()
+        if decoded.defect:
+            defects.append(f"{key}: {decoded.defect}")
+        headers.append((key, decoded.text))
+    return tuple(headers), defects
+
+
+def _first(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    return next((value for key, value in headers if key.lower() == name), None)
+
+
+def _every(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
+    return [value for key, value in headers if key.lower() == name]
+
+
+def _repair_address_headers(message: Message, fallback: str | None) -> None:
+    """Give mail-parser address headers as text, leaving encoded words for it to decode.
+
+    Order among headers does not matter to mail-parser; ParsedMessage.headers already holds
+    the original order.
+    """
+    broken = {
+        name.strip().lower()
+        for name, value in message.raw_items()
+        if name.strip().lower() in _ADDRESS_HEADERS and not str(value).isascii()
+    }
+    for name in broken:
+        values = [
+            decode_raw_header(str(value), fallback).text
+            for key, value in message.raw_items()
+            if key.strip().lower() == name
+        ]
+        del message[name]
+        for value in values:
+            message[name] = value
+
+
+def _mail_parser(message: Message) -> Any:
+    if message.is_multipart() and message.epilogue is None:
+        # mail-parser searches the epilogue as a string whenever a part lacks its start
+        # boundary; a missing epilogue would crash it on otherwise ordinary bounces.
+        message.epilogue = ""
+    try:
+        return mailparser.MailParser(message)
+    except RecursionError:
+        raise
+    except Exception as exc:
+        raise MessageParseError(f"mail-parser cannot read the message ({exc!r:.200})") from exc
+
+
+def _addresses(parser: Any, header: str) -> tuple[Address, ...]:
+    found: dict[str, Address] = {}
+    for name, address in parser.mail.get(header) or ():
+        email_address = _WHITESPACE.sub("", str(address)).lower()
+        if email_address and email_address not in found:
+            found[email_address] = Address(email_address, _display_name(str(name), email_address))
+    return tuple(found.values())
+
+
+def _display_name(name: str, email_address: str) -> str:
+    # mail-parser keeps quoted encoded words literal, but mailers quote them all the time.
+    text = decode_encoded_words(name).text if "=?" in name else name
+    text = " ".join(text.split())
+    return "" if text.lower() == email_address else text
+
+
+def _address_defects(parser: Any) -> list[str]:
+    return [
+        f"{item.get('header', 'address')}: {item.get('reason')} in {item.get('raw', '')!s:.200}"
+        for item in parser.address_header_defects or ()
+        if isinstance(item, dict)
+    ]
+
+
+def _date(parser: Any, header: str | None) -> tuple[datetime | None, list[str]]:
+    value = parser.date
+    if isinstance(value, datetime):
+        return _as_utc(value), []
+    if not header:
+        return None, []
+    # mail-parser refuses some forms the stdlib still reads (odd spacing, missing seconds).
+    try:
+        return _as_utc(email.utils.parsedate_to_datetime(header)), []
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None, [f"Date: unparseable {header!r:.100}"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _message_id(value: str | None) -> str:
+    if not value:
+        return ""
+    ids = message_ids([value])
+    return ids[0] if ids else _WHITESPACE.sub("", value)
+
+
+def message_ids(values: Iterable[str]) -> tuple[str, ...]:
+    """Message ids from In-Reply-To / References values, in order, without duplicates.
+
+    Bracketed ids are taken when a value has any (whitespace inside removed, as folding
+    mailers insert it); otherwise anything shaped like local@domain, which covers commas,
+    missing brackets and surrounding garbage.
+    """
+    found: dict[str, None] = {}
+    for value in values:
+        bracketed = [_WHITESPACE.sub("", inner) for inner in _BRACKETED_ID.findall(value)]
+        for message_id in [i for i in bracketed if i] or _BARE_ID.findall(value):
+            found.setdefault(message_id, None)
+    return tuple(found)
+
+
+def _return_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    match = _BRACKETED_ID.search(value)
+    address = match.group(1) if match else value
+    return _WHITESPACE.sub("", address).lower()
+
+
+def _bounded(defects: list[str]) -> tuple[str, ...]:
+    unique = list(dict.fromkeys(defects))
+    if len(unique) <= MAX_DEFECTS:
+        return tuple(unique)
+    return (*unique[:MAX_DEFECTS], f"... and {len(unique) - MAX_DEFECTS} more defects")

@@ -1,0 +1,254 @@
+"""The database schema as SQLAlchemy 2 typed models.
+
+Times are stored as UTC. Raw mail is kept verbatim in ``inbound`` so that any later step can
+be replayed from the bytes that arrived.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for big tables.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
+
+
+class InboundState(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    QUARANTINED = "quarantined"
+
+
+class TicketStatus(enum.StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    WAITING = "waiting"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Priority(enum.StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class Direction(enum.StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class Inbound(Base):
+    """A raw message exactly as it arrived, durably stored before anyone looked inside."""
+
+    __tablename__ = "inbound"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    channel: Mapped[str] = mapped_column(String(16))  # smtp, lmtp, gateway, import, imap
+    envelope_from: Mapped[str | None] = mapped_column(String(998))
+    envelope_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    received_at: Mapped[datetime]
+    size: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    state: Mapped[str] = mapped_column(String(16), default=InboundState.PENDING)
+    kind: Mapped[str | None] = mapped_column(String(16))  # MailKind once screened
+    screen_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    no_auto_reply: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime | None]
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(Text)  # what processing did, in words
+
+    __table_args__ = (Index("ix_inbound_state_id", "state", "id"),)
+
+
+class Counter(Base):
+    """Named sequences (ticket numbers) incremented under the row's write lock."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Queue(Base):
+    __tablename__ = "queues"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Contact(Base):
+    """Anyone who has written to us or been copied: customers, colleagues, robots."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+
+
+class Operator(Base):
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, unique=True)
+    subject: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16), default=TicketStatus.NEW)
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.NORMAL)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id"))
+    requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    queue: Mapped[Queue] = relationship(lazy="joined")
+    requester: Mapped[Contact] = relationship(lazy="joined")
+    assignee: Mapped[Operator | None] = relationship(lazy="joined")
+
+    __table_args__ = (Index("ix_tickets_status", "status"),)
+
+
+class Participant(Base):
+    """A contact taking part in a ticket: its requester or someone copied."""
+
+    __tablename__ = "participants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    role: Mapped[str] = mapped_column(String(16))  # requester, cc
+    added_at: Mapped[datetime]
+
+    contact: Mapped[Contact] = relationship(lazy="joined")
+
+    __table_args__ = (UniqueConstraint("ticket_id", "contact_id"),)
+
+
+class Message(Base):
+    """One mail of a ticket's conversation, inbound or outbound."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
+    message_id: Mapped[str] = mapped_column(String(998), index=True)
+    direction: Mapped[str] = mapped_column(String(4))
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    from_email: Mapped[str] = mapped_column(String(320))
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cc: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    date: Mapped[datetime]  # the Date header when sane, else when we received it
+    created_at: Mapped[datetime]
+    text: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16), default="normal")
+    thread_reason: Mapped[str] = mapped_column(Text)
+
+    attachments: Mapped[list[Attachment]] = relationship(
+        lazy="selectin", order_by="Attachment.position"
+    )
+
+    __table_args__ = (Index("ix_messages_ticket", "ticket_id", "id"),)
+
+
+class Blob(Base):
+    """Attachment content, stored once per distinct content (sha256)."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+
+class Attachment(Base):
+    """An attachment's metadata; its id, never the sender's filename, names the content."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+
+    __table_args__ = (Index("ix_attachments_message", "message_id"),)
+
+
+class Event(Base):
+    """Every state change of a ticket: who, when, what changed."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(400))  # "contact:a@b", "operator:a@b", "cli:root"
+    kind: Mapped[str] = mapped_column(String(32))  # created, status, assignee, message, ...
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_events_ticket", "ticket_id", "id"),)
+
+
+class Setting(Base):
+    """Small server state kept in the database (schema-independent key/value)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,27 @@
+"""Typed exceptions. The CLI turns each into one clear sentence; none carries a traceback out."""
+
+from __future__ import annotations
+
+
+class MailsupportError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(MailsupportError):
+    """The configuration is invalid; the message names the key."""
+
+
+class MessageParseError(MailsupportError):
+    """A raw message cannot be parsed at all; the message says why."""
+
+
+class NotFoundError(MailsupportError):
+    """Something named by the user does not exist ("No such ticket: 42")."""
+
+
+class InvalidValueError(MailsupportError):
+    """A value given by the user is not acceptable ("Unknown status: done")."""
+
+
+class StorageError(MailsupportError):
+    """The raw message could not be durably stored; the sender should try again later."""

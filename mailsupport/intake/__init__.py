@@ -1,0 +1,1 @@
+"""Intake channels: SMTP/LMTP listener, stdin mail gateway, mbox/Maildir import."""

@@ -1,0 +1,1 @@
+"""The pipeline: one transaction per stored message, parse → screen → identify → thread → apply."""

@@ -1,0 +1,141 @@
+"""Apply step: carry out the threading decision on the tickets.
+
+A new ticket gets its number, subject, requester, participants and queue; a follow-up joins
+its ticket and brings a ticket waiting on the customer back to ``open``. Either way the mail
+becomes a message of the ticket, with the reason it was attached there.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from mailsupport.clock import as_utc
+from mailsupport.config import Config
+from mailsupport.core.message import MailKind
+from mailsupport.core.subject import clean_subject
+from mailsupport.core.threads import Action, Decision
+from mailsupport.db.models import Contact, Direction, Message, Ticket, TicketStatus
+from mailsupport.domain.actors import contact_actor
+from mailsupport.domain.tickets import (
+    add_participant,
+    change_status,
+    get_or_create_queue,
+    get_ticket,
+    open_ticket,
+    record_event,
+)
+from mailsupport.errors import MessageParseError
+from mailsupport.pipeline.attachments import store_attachments
+from mailsupport.pipeline.context import Incoming
+from mailsupport.pipeline.identify import People
+
+_REOPENED_BY_CUSTOMER = {TicketStatus.WAITING, TicketStatus.RESOLVED}
+_EARLIEST_SANE_DATE = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+def queue_name(incoming: Incoming, config: Config) -> str:
+    """The queue of the first of our addresses the mail was sent to: envelope first."""
+    parsed = incoming.parsed
+    header_rcpts = [a.email for a in (*parsed.to, *parsed.cc)]
+    header_rcpts += [v.strip("<> ").lower() for v in parsed.header_all("Delivered-To")]
+    for address in (*incoming.envelope_to, *header_rcpts):
+        queue = config.queue_for(address)
+        if queue is not None:
+            return queue
+    return config.support.default_queue
+
+
+def message_date(incoming: Incoming) -> datetime:
+    """The Date header unless it is missing or absurd; then when we received the mail."""
+    received = as_utc(incoming.received_at)
+    date = incoming.parsed.date
+    if date is None or date < _EARLIEST_SANE_DATE or date > received + timedelta(days=1):
+        return received
+    return date
+
+
+def apply(
+    session: Session,
+    *,
+    incoming: Incoming,
+    people: People,
+    decision: Decision,
+    config: Config,
+    now: datetime,
+) -> Ticket | None:
+    if decision.action is Action.NO_TICKET:
+        return None
+    sender = people.sender
+    if sender is None:
+        raise MessageParseError("the message has no usable From address")
+    actor = contact_actor(sender.email)
+    if decision.action is Action.NEW_TICKET:
+        ticket = open_ticket(
+            session,
+            subject=clean_subject(incoming.parsed.subject, config.support.tag),
+            requester=sender,
+            queue=get_or_create_queue(session, queue_name(incoming, config)),
+            actor=actor,
+            now=now,
+        )
+    else:
+        assert decision.ticket_number is not None
+        ticket = get_ticket(session, decision.ticket_number, for_update=True)
+        add_participant(session, ticket, sender, role="cc", actor=actor, now=now)
+        _reopen_if_waiting(session, ticket, incoming, actor, now)
+    for contact in people.copied:
+        add_participant(session, ticket, contact, role="cc", actor=actor, now=now)
+    _add_message(session, ticket, incoming, sender, reason=decision.reason, now=now)
+    return ticket
+
+
+def _reopen_if_waiting(
+    session: Session, ticket: Ticket, incoming: Incoming, actor: str, now: datetime
+) -> None:
+    """The customer answered: a ticket waiting on them, or resolved, needs us again."""
+    if incoming.screening.kind is MailKind.NORMAL and ticket.status in _REOPENED_BY_CUSTOMER:
+        change_status(session, ticket, TicketStatus.OPEN, actor=actor, now=now)
+    ticket.updated_at = now
+
+
+def _add_message(
+    session: Session,
+    ticket: Ticket,
+    incoming: Incoming,
+    sender: Contact,
+    *,
+    reason: str,
+    now: datetime,
+) -> Message:
+    parsed = incoming.parsed
+    message = Message(
+        ticket_id=ticket.id,
+        inbound_id=incoming.inbound_id,
+        message_id=parsed.message_id,
+        direction=Direction.IN,
+        internal=False,
+        from_email=sender.email,
+        from_name=(parsed.from_.name if parsed.from_ else sender.name)[:200],
+        to=[str(a) for a in parsed.to],
+        cc=[str(a) for a in parsed.cc],
+        subject=parsed.subject,
+        date=message_date(incoming),
+        created_at=now,
+        text=parsed.text,
+        kind=incoming.screening.kind,
+        thread_reason=reason,
+    )
+    session.add(message)
+    store_attachments(session, message, parsed.attachments)
+    session.flush()
+    record_event(
+        session,
+        ticket,
+        actor=contact_actor(sender.email),
+        kind="message",
+        now=now,
+        data={"message_id": parsed.message_id, "direction": Direction.IN, "reason": reason},
+    )
+    return message

@@ -1,0 +1,39 @@
+"""Attachment step: keep every attached file, named by a generated id.
+
+The sender's filename is kept only as a display label (already made harmless by the parser);
+content is stored once per distinct sha256, so a logo repeated in every signature costs once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailsupport.core.message import Attachment as ParsedAttachment
+from mailsupport.db.models import Attachment, Blob, Message
+
+
+def store_attachments(
+    session: Session, message: Message, attachments: tuple[ParsedAttachment, ...]
+) -> None:
+    insert = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+    for position, item in enumerate(attachments):
+        digest = hashlib.sha256(item.content).hexdigest()
+        session.execute(
+            insert(Blob)
+            .values(sha256=digest, size=item.size, data=item.content)
+            .on_conflict_do_nothing(index_elements=["sha256"])
+        )
+        message.attachments.append(
+            Attachment(
+                id=secrets.token_hex(16),
+                position=position,
+                filename=item.filename[:255],
+                content_type=item.content_type[:255],
+                size=item.size,
+                sha256=digest,
+            )
+        )

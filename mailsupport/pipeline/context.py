@@ -1,0 +1,19 @@
+"""The values a message carries through the pipeline steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailsupport.core.message import ParsedMessage, Screening
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A stored message, parsed and screened, ready to be applied to tickets."""
+
+    inbound_id: int
+    envelope_to: tuple[str, ...]
+    received_at: datetime
+    parsed: ParsedMessage
+    screening: Screening

@@ -1,0 +1,56 @@
+"""Identify step: turn the sender and the people copied into contacts.
+
+Contacts are created from the addresses and display names the mail carries. Nothing here
+grants privileges: an address in a From header proves nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from mailsupport.config import Config
+from mailsupport.core.message import Address, ParsedMessage
+from mailsupport.db.models import Contact
+from mailsupport.domain.contacts import get_or_create_contact
+from mailsupport.domain.operators import operator_emails
+
+# Mail copied to hundreds of people is a newsletter or spam, not a conversation to join.
+MAX_COPIED = 50
+
+
+@dataclass(frozen=True)
+class People:
+    sender: Contact | None  # None when the mail names nobody we could answer
+    copied: tuple[Contact, ...]  # other recipients who may take part: To and Cc, not us
+
+
+def sender_address(parsed: ParsedMessage) -> Address | None:
+    """The From mailbox; without one, the first Reply-To, then the non-null return path."""
+    if parsed.from_ is not None:
+        return parsed.from_
+    if parsed.reply_to:
+        return parsed.reply_to[0]
+    if parsed.return_path and "@" in parsed.return_path:
+        return Address(parsed.return_path)
+    return None
+
+
+def identify(session: Session, parsed: ParsedMessage, config: Config, now: datetime) -> People:
+    address = sender_address(parsed)
+    sender = get_or_create_contact(session, address, now) if address else None
+    excluded = config.support_addresses | operator_emails(session)
+    if sender is not None:
+        excluded |= {sender.email}
+    seen: set[str] = set()
+    copied: list[Contact] = []
+    for address in (*parsed.to, *parsed.cc):
+        if address.email in excluded or address.email in seen:
+            continue
+        if len(copied) >= MAX_COPIED:
+            break
+        seen.add(address.email)
+        copied.append(get_or_create_contact(session, address, now))
+    return People(sender=sender, copied=tuple(copied))

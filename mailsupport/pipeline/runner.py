@@ -1,0 +1,175 @@
+"""Run the pipeline over stored messages: one transaction per message, failures quarantined.
+
+Parsing happens before the write transaction opens, so on SQLite the write lock is held only
+for the short database part. The claim inside the transaction (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, the immediate write lock on SQLite, and the state check on both) makes sure that
+several workers or daemons never process one message twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailsupport.clock import Clock
+from mailsupport.config import Config
+from mailsupport.core.message import ParsedMessage
+from mailsupport.core.parse import parse_message
+from mailsupport.db.engine import read_session
+from mailsupport.db.inbox import pending_ids
+from mailsupport.db.models import Inbound, InboundState
+from mailsupport.errors import MessageParseError
+from mailsupport.pipeline.apply import apply
+from mailsupport.pipeline.context import Incoming
+from mailsupport.pipeline.identify import identify
+from mailsupport.pipeline.screen import mark_inbound, screen_message
+from mailsupport.pipeline.thread import thread
+
+log = logging.getLogger(__name__)
+
+# A database that keeps failing on one message (locked, connection lost) is retried this many
+# times before the message is quarantined, so a transient outage quarantines nothing.
+MAX_TRANSIENT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    inbound_id: int
+    state: InboundState
+    detail: str
+    ticket_number: int | None = None
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    raw: bytes
+    envelope_to: tuple[str, ...]
+    received_at: datetime
+
+
+def _load(factory: sessionmaker[Session], inbound_id: int) -> _Loaded | None:
+    with read_session(factory) as session:
+        row = session.get(Inbound, inbound_id)
+        if row is None or row.state != InboundState.PENDING:
+            return None
+        return _Loaded(row.raw, tuple(row.envelope_to or ()), row.received_at)
+
+
+def _claim(session: Session, inbound_id: int) -> Inbound | None:
+    statement = (
+        select(Inbound)
+        .where(Inbound.id == inbound_id, Inbound.state == InboundState.PENDING)
+        .with_for_update(skip_locked=True)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+class Pipeline:
+    """Processes stored messages with one configuration and clock."""
+
+    def __init__(self, factory: sessionmaker[Session], config: Config, clock: Clock) -> None:
+        self.factory = factory
+        self.config = config
+        self.clock = clock
+
+    def process_pending(self, limit: int | None = None) -> int:
+        """Process the backlog in arrival order; returns how many messages were handled."""
+        done = 0
+        after = 0
+        while limit is None or done < limit:
+            with read_session(self.factory) as session:
+                ids = pending_ids(session, limit=100, after_id=after)
+            if not ids:
+                break
+            for inbound_id in ids:
+                if self.process_one(inbound_id) is not None:
+                    done += 1
+                after = inbound_id
+        return done
+
+    def process_one(self, inbound_id: int) -> Outcome | None:
+        """Process one stored message; None when it is gone or someone else took it."""
+        loaded = _load(self.factory, inbound_id)
+        if loaded is None:
+            return None
+        try:
+            parsed = parse_message(loaded.raw)
+        except MessageParseError as exc:
+            return self.quarantine(inbound_id, f"unparseable: {exc}")
+        try:
+            return self._apply(inbound_id, loaded, parsed)
+        except OperationalError as exc:
+            return self._transient_failure(inbound_id, exc)
+        except MessageParseError as exc:
+            return self.quarantine(inbound_id, f"unusable: {exc}")
+        except Exception as exc:
+            log.exception("message %s (inbound %s) failed", parsed.message_id, inbound_id)
+            return self.quarantine(inbound_id, _describe(exc))
+
+    def _apply(self, inbound_id: int, loaded: _Loaded, parsed: ParsedMessage) -> Outcome | None:
+        now = self.clock.now()
+        with self.factory.begin() as session:
+            row = _claim(session, inbound_id)
+            if row is None:
+                return None
+            screening = screen_message(parsed, self.config)
+            incoming = Incoming(
+                inbound_id, loaded.envelope_to, loaded.received_at, parsed, screening
+            )
+            people = identify(session, parsed, self.config, now)
+            decision = thread(session, incoming, people, self.config)
+            ticket = apply(
+                session,
+                incoming=incoming,
+                people=people,
+                decision=decision,
+                config=self.config,
+                now=now,
+            )
+            mark_inbound(row, screening)
+            detail = f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
+            row.state = InboundState.PROCESSED
+            row.processed_at = now
+            row.outcome = detail
+            row.quarantine_reason = None
+        log.info("message <%s> (inbound %s): %s", parsed.message_id, inbound_id, detail)
+        number = ticket.number if ticket else None
+        return Outcome(inbound_id, InboundState.PROCESSED, detail, number)
+
+    def _transient_failure(self, inbound_id: int, exc: OperationalError) -> Outcome | None:
+        log.warning("inbound %s: database error, will retry: %s", inbound_id, exc.orig)
+        with self.factory.begin() as session:
+            row = session.get(Inbound, inbound_id)
+            if row is None:
+                return None
+            row.attempts += 1
+            attempts = row.attempts
+        if attempts >= MAX_TRANSIENT_ATTEMPTS:
+            return self.quarantine(
+                inbound_id, f"database error after {attempts} attempts: {exc.orig}"
+            )
+        return None
+
+    def quarantine(self, inbound_id: int, reason: str) -> Outcome:
+        """Set a message aside with its reason; the rest of the backlog goes on."""
+        with self.factory.begin() as session:
+            row = session.get(Inbound, inbound_id)
+            if row is not None:
+                row.state = InboundState.QUARANTINED
+                row.quarantine_reason = reason[:2000]
+                row.processed_at = self.clock.now()
+        log.warning("inbound %s quarantined: %s", inbound_id, reason)
+        return Outcome(inbound_id, InboundState.QUARANTINED, reason)
+
+
+def _describe(exc: Exception) -> str:
+    """One line naming the failure and where it happened, for the quarantine list."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
