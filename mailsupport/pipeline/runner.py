@@ -49,6 +49,7 @@ class Outcome:
 @dataclass(frozen=True)
 class _Loaded:
     raw: bytes
+    envelope_from: str | None
     envelope_to: tuple[str, ...]
     received_at: datetime
 
@@ -58,7 +59,7 @@ def _load(factory: sessionmaker[Session], inbound_id: int) -> _Loaded | None:
         row = session.get(Inbound, inbound_id)
         if row is None or row.state != InboundState.PENDING:
             return None
-        return _Loaded(row.raw, tuple(row.envelope_to or ()), row.received_at)
+        return _Loaded(row.raw, row.envelope_from, tuple(row.envelope_to or ()), row.received_at)
 
 
 def _claim(session: Session, inbound_id: int) -> Inbound | None:
@@ -118,7 +119,7 @@ class Pipeline:
             row = _claim(session, inbound_id)
             if row is None:
                 return None
-            screening = screen_message(parsed, self.config)
+            screening = screen_message(parsed, loaded.envelope_from, self.config)
             incoming = Incoming(
                 inbound_id, loaded.envelope_to, loaded.received_at, parsed, screening
             )

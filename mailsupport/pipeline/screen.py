@@ -6,13 +6,22 @@ marks decide whether a ticket may be opened and, later, whether any automatic ma
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mailsupport.config import Config
 from mailsupport.core.message import ParsedMessage, Screening
 from mailsupport.core.screen import screen
 from mailsupport.db.models import Inbound
 
 
-def screen_message(parsed: ParsedMessage, config: Config) -> Screening:
+def screen_message(parsed: ParsedMessage, envelope_from: str | None, config: Config) -> Screening:
+    """Screen with the envelope sender, when the channel knew it, as the return path.
+
+    A bounce arrives with the null sender ``MAIL FROM:<>``; the listener stores the envelope
+    beside the raw bytes rather than adding a Return-Path header to them.
+    """
+    if envelope_from is not None:
+        parsed = replace(parsed, return_path=envelope_from.strip("<>").lower())
     return screen(parsed, own_addresses=config.support_addresses, own_domains=config.own_domains)
 
 
