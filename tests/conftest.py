@@ -7,16 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from _fixtures import (  # noqa: F401  (fixtures are found by name in this module)
-    app,
-    clock,
-    config,
-    config_file,
-    daemon,
-    db_url,
-    pg_url,
-    sqlite_url,
-)
+# Database, configuration and daemon fixtures.
+pytest_plugins = ["_fixtures"]
 
 # Files in the corpus folders that are not mail.
 _NOT_MAIL = frozenset({"LICENSE", "README.md"})

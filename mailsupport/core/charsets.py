@@ -82,8 +82,9 @@ _ALIASES: dict[str, str] = {
 
 # Tried in order when the declared codec rejects the bytes: what senders using that label
 # really send (vendor extensions, JIS X 0213, the other Japanese encodings, UTF-8).
+_ISO2022_JP_VARIANTS = ("iso2022_jp_ext", "iso2022_jp_2004", "cp50221")
 _ALTERNATIVES: dict[str, tuple[str, ...]] = {
-    "iso2022_jp": ("iso2022_jp_ext", "iso2022_jp_2004", "cp50221", "utf-8", "euc_jp", "cp932"),
+    "iso2022_jp": (*_ISO2022_JP_VARIANTS, "utf-8", "euc_jp", "cp932"),
     "euc_jp": ("euc_jis_2004", "cp932", "utf-8"),
     "cp932": ("shift_jis_2004", "euc_jp", "utf-8"),
     "cp950": ("big5hkscs", "utf-8"),
@@ -292,7 +293,7 @@ def decode_raw_header(value: str, fallback: str | None = None) -> Decoded:
 
 def _decode_iso2022_jp(data: bytes) -> Decoded | None:
     """Japanese mailers send raw ISO-2022-JP, a 7-bit encoding, undeclared and in headers."""
-    for codec in ("iso2022_jp", *_ALTERNATIVES["iso2022_jp"][:3]):
+    for codec in ("iso2022_jp", *_ISO2022_JP_VARIANTS):
         text = _strict(data, codec)
         if text is not None:
             return Decoded(text, codec)

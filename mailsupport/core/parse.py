@@ -67,7 +67,6 @@ _EXTENSIONS = {
 }
 
 
-
 class _VerbatimHeaders(Compat32):
     """Writes headers back exactly as they were parsed, folding and raw bytes included.
 
@@ -385,16 +384,22 @@ def _address_defects(parser: Any) -> list[str]:
 
 
 def _date(parser: Any, header: str | None) -> tuple[datetime | None, list[str]]:
+    defects = [
+        f"Date: {item.get('reason')}"
+        for item in parser.date_header_defects or ()
+        if isinstance(item, dict) and item.get("header") == "date" and not item.get("occurrence")
+    ]
     value = parser.date
     if isinstance(value, datetime):
-        return _as_utc(value), []
+        return _as_utc(value), defects
     if not header:
-        return None, []
-    # mail-parser refuses some forms the stdlib still reads (odd spacing, missing seconds).
+        return None, defects
+    # mail-parser is strict; the stdlib still reads what old mailers write: no comma after the
+    # weekday, a three-digit day, no zone at all.
     try:
-        return _as_utc(email.utils.parsedate_to_datetime(header)), []
+        return _as_utc(email.utils.parsedate_to_datetime(header)), defects
     except (TypeError, ValueError, IndexError, OverflowError):
-        return None, [f"Date: unparseable {header!r:.100}"]
+        return None, [*defects, f"Date: unparseable {header!r:.100}"]
 
 
 def _as_utc(value: datetime) -> datetime:

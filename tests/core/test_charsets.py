@@ -1,0 +1,233 @@
+"""Charset labels, body decoding and header words as real mailers send them."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mailsupport.core.charsets import (
+    codec_for,
+    decode_encoded_words,
+    decode_header,
+    decode_raw_header,
+    decode_text,
+)
+
+RUSSIAN = "Здравствуйте! Принтер на третьем этаже не печатает, ошибка 0x51."
+JAPANESE = "お世話になっております。プリンターが動きません。"
+CHINESE_SIMPLIFIED = "您好，三楼的打印机无法打印，请帮忙处理。"
+CHINESE_TRADITIONAL = "您好，三樓的印表機無法列印，請幫忙處理。"
+KOREAN = "안녕하세요. 3층 프린터가 작동하지 않습니다."
+HEBREW = "שלום, המדפסת בקומה השלישית לא עובדת."
+POLISH = "Dzień dobry, drukarka na trzecim piętrze nie działa."
+GREEK = "Καλημέρα, ο εκτυπωτής δεν λειτουργεί."
+TURKISH = "Merhaba, üçüncü kattaki yazıcı çalışmıyor."
+ARABIC = "مرحبا، الطابعة في الطابق الثالث لا تعمل."
+LITHUANIAN = "Laba diena, spausdintuvas trečiame aukšte neveikia."
+FRENCH = "Bonjour, l’imprimante du 3ᵉ étage ne fonctionne pas — merci."
+
+
+@pytest.mark.parametrize(
+    ("label", "codec"),
+    [
+        ("utf-8", "utf-8"),
+        ("UTF-8", "utf-8"),
+        ("utf8", "utf-8"),
+        ("uft-8", "utf-8"),
+        ('"utf-8"', "utf-8"),
+        ("utf-8**", "utf-8"),
+        ("unicode-1-1-utf-7", "utf-7"),
+        ("ks_c_5601-1987", "cp949"),
+        ("euc-kr", "cp949"),
+        ("gb2312", "gb18030"),
+        ("GBK", "gb18030"),
+        ("big5", "cp950"),
+        ("Shift_JIS", "cp932"),
+        ("x-sjis", "cp932"),
+        ("iso-2022-jp", "iso2022_jp"),
+        ("x-mac-cyrillic", "mac-cyrillic"),
+        ("iso-8859-8-i", "iso8859-8"),
+        ("windows-1251", "cp1251"),
+        ("win-1251", "cp1251"),
+        ("x-cp1250", "cp1250"),
+        ("koi8-r", "koi8-r"),
+        ("iso-8859-1", "cp1252"),
+        ("us-ascii", "ascii"),
+        ("iso-8859-15", "iso8859-15"),
+    ],
+)
+def test_declared_labels_map_to_python_codecs(label: str, codec: str) -> None:
+    assert codec_for(label) == codec
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        None,
+        "",
+        "x-unknown",
+        "unknown-8bit",
+        "iso-",
+        "base64",
+        "rot13",
+        "undefined",
+        "unicode_escape",
+        "idna",
+        "no-such-charset",
+    ],
+)
+def test_unknown_or_unusable_labels_give_none(label: str | None) -> None:
+    assert codec_for(label) is None
+
+
+@pytest.mark.parametrize(
+    ("label", "text", "encoding"),
+    [
+        ("windows-1251", RUSSIAN, "cp1251"),
+        ("koi8-r", RUSSIAN, "koi8_r"),
+        ("x-mac-cyrillic", RUSSIAN, "mac_cyrillic"),
+        ("iso-2022-jp", JAPANESE, "iso2022_jp"),
+        ("shift_jis", JAPANESE, "shift_jis"),
+        ("euc-jp", JAPANESE, "euc_jp"),
+        ("big5", CHINESE_TRADITIONAL, "big5"),
+        ("gb2312", CHINESE_SIMPLIFIED, "gb2312"),
+        ("euc-kr", KOREAN, "euc_kr"),
+        ("ks_c_5601-1987", KOREAN, "cp949"),
+        ("iso-8859-8-i", HEBREW, "iso8859_8"),
+        ("utf8", RUSSIAN + JAPANESE, "utf-8"),
+        ("unicode-1-1-utf-7", RUSSIAN, "utf-7"),
+        ("utf-7", JAPANESE, "utf-7"),
+        ("windows-1250", POLISH, "cp1250"),
+        ("windows-1252", FRENCH.replace("ᵉ", "e"), "cp1252"),
+        ("windows-1253", GREEK, "cp1253"),
+        ("windows-1254", TURKISH, "cp1254"),
+        ("windows-1255", HEBREW, "cp1255"),
+        ("windows-1256", ARABIC, "cp1256"),
+        ("windows-1257", LITHUANIAN, "cp1257"),
+    ],
+)
+def test_legacy_charsets_decode_to_the_original_text(label: str, text: str, encoding: str) -> None:
+    decoded = decode_text(text.encode(encoding), label)
+    assert decoded.text == text
+    assert decoded.defect is None
+
+
+def test_iso_2022_jp_with_windows_extensions_decodes() -> None:
+    # ①, ② and № live in the NEC rows Windows adds to ISO-2022-JP (CP50221).
+    raw = b'\x1b$B-!-"\x1b(B No. \x1b$B-b\x1b(B 41'
+    decoded = decode_text(raw, "iso-2022-jp")
+    assert decoded.text == "①② No. № 41"
+    assert decoded.defect is not None
+
+
+def test_euc_jp_sent_as_iso_2022_jp_is_still_read() -> None:
+    decoded = decode_text(JAPANESE.encode("euc_jp"), "iso-2022-jp")
+    assert decoded.text == JAPANESE
+    assert "euc_jp" in (decoded.defect or "")
+
+
+def test_utf8_sent_under_a_single_byte_label_is_not_turned_into_mojibake() -> None:
+    decoded = decode_text("Grüße, Mañana".encode(), "iso-8859-1")
+    assert decoded.text == "Grüße, Mañana"
+    assert decoded.defect is not None
+
+
+def test_undeclared_iso_2022_jp_is_recognised_by_its_escapes() -> None:
+    decoded = decode_text(JAPANESE.encode("iso2022_jp"), None)
+    assert decoded.text == JAPANESE
+
+
+def test_undeclared_ascii_and_utf8_need_no_defect() -> None:
+    assert decode_text(b"plain words", None) == decode_text(b"plain words", "x-unknown")
+    assert decode_text("Größe".encode(), None).text == "Größe"
+    assert decode_text("Größe".encode(), None).defect is None
+
+
+def test_unknown_charset_is_detected_and_reported() -> None:
+    text = " ".join([RUSSIAN] * 4)
+    decoded = decode_text(text.encode("cp1251"), "x-no-such-charset")
+    assert decoded.text == text
+    assert "x-no-such-charset" in (decoded.defect or "")
+
+
+def test_a_few_damaged_bytes_keep_the_declared_charset() -> None:
+    data = ("Привет, " * 40).encode() + b"\xff" + " пока".encode()
+    decoded = decode_text(data, "utf-8")
+    assert decoded.text.count("\ufffd") == 1
+    assert decoded.text.startswith("Привет") and decoded.text.endswith("пока")
+    assert decoded.defect is not None
+
+
+def test_wrongly_declared_charset_falls_back_to_detection() -> None:
+    text = " ".join([RUSSIAN] * 4)
+    decoded = decode_text(text.encode("cp1251"), "utf-8")
+    assert decoded.text == text
+    assert decoded.defect is not None
+
+
+@pytest.mark.parametrize(
+    "label", [None, "utf-8", "iso-2022-jp", "utf-7", "x-foo", "gb2312", "ascii"]
+)
+def test_arbitrary_bytes_never_raise(label: str | None) -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(60)))
+        assert isinstance(decode_text(data, label).text, str)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("=?utf-8?B?0J/RgNC40LLQtdGC?=", "Привет"),
+        ("=?koi8-r?Q?=F0=D2=C9=D7=C5=D4?= world", "Привет world"),
+        ("=?UTF-8?Q?Caf=C3=A9_au_lait?=", "Café au lait"),
+        ("=?iso-2022-jp?B?GyRCJEskYyRzJDMbKEI=?=", "にゃんこ"),
+        ("=?ks_c_5601-1987?B?u+fB+C5KUEc=?=", "사진.JPG"),
+        ("=?iso-8859-8-i?B?+ezl7Q==?=", "שלום"),
+        ("=?windows-1251?B?z/Du4uXw6uA=?=", "Проверка"),
+        # Adjacent words: the whitespace between them disappears.
+        ("=?utf-8?Q?a?= =?utf-8?Q?b?=", "ab"),
+        # A multibyte character split across two words.
+        ("=?utf-8?B?0J8=?= =?utf-8?B?0YA=?=", "Пр"),
+        ("=?utf-8?B?0J/RgNC4?=\r\n =?utf-8?B?0LLQtdGC?=", "Привет"),
+        # Missing padding, glued to text, spaces inside a Q word, a language tag.
+        ("=?utf-8?B?0JTQsA?=", "Да"),
+        ("Re:=?utf-8?Q?=D0=94=D0=B0?=!", "Re:Да!"),
+        ("=?utf-8?Q?hello world?=", "hello world"),
+        ("=?utf-8*en?Q?hi?=", "hi"),
+        ("no words at all", "no words at all"),
+        ("=?utf-8?Q?unterminated", "=?utf-8?Q?unterminated"),
+    ],
+)
+def test_encoded_words(value: str, expected: str) -> None:
+    assert decode_header(value).text == expected
+
+
+def test_encoded_word_in_an_unknown_charset_is_still_decoded() -> None:
+    decoded = decode_encoded_words("=?none?Q?Caf=C3=A9?=")
+    assert decoded.text == "Café"
+
+
+def test_raw_8bit_header_is_read_as_utf8_first() -> None:
+    raw = "Счёт".encode().decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw).text == "Счёт"
+
+
+def test_raw_8bit_header_uses_the_body_charset_next() -> None:
+    raw = "Счёт на оплату".encode("cp1251").decode("ascii", "surrogateescape")
+    decoded = decode_raw_header(raw, "windows-1251")
+    assert decoded.text == "Счёт на оплату"
+    assert decoded.defect is not None
+
+
+def test_raw_iso_2022_jp_header_is_decoded() -> None:
+    raw = "テスト".encode("iso2022_jp").decode("ascii")
+    assert decode_header(raw).text == "テスト"
+
+
+def test_decoded_headers_cannot_carry_line_breaks() -> None:
+    # An encoded CR LF must not survive into a value that may be reused in a header.
+    decoded = decode_header("=?utf-8?Q?Hello=0D=0ABcc:_victim@example.com?=")
+    assert "\r" not in decoded.text and "\n" not in decoded.text
+    assert decode_header("a\x00b\x07c").text == "abc"

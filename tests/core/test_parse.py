@@ -1,0 +1,489 @@
+"""parse_message on hand-written mail covering each tolerance the parser promises."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from mailsupport.core.message import Address, ParsedMessage
+from mailsupport.core.parse import MAX_FILENAME, message_ids, parse_message, safe_filename
+from mailsupport.errors import MessageParseError
+
+RUSSIAN = "Здравствуйте! Принтер на третьем этаже не печатает."
+JAPANESE = "お世話になっております。プリンターが動きません。"
+CHINESE = "您好，三楼的打印机无法打印。"
+CHINESE_TRADITIONAL = "您好，三樓的印表機無法列印。"
+KOREAN = "안녕하세요. 3층 프린터가 작동하지 않습니다."
+HEBREW = "שלום, המדפסת לא עובדת."
+
+
+def mail(*headers: str | bytes, body: str | bytes = "Hello\n") -> bytes:
+    """A raw message: header lines as given, a blank line, then the body."""
+    lines = [h if isinstance(h, bytes) else h.encode() for h in headers]
+    payload = body if isinstance(body, bytes) else body.encode()
+    return b"\n".join(lines) + b"\n\n" + payload
+
+
+def encoded_word(text: str, label: str, encoding: str) -> str:
+    return f"=?{label}?B?{base64.b64encode(text.encode(encoding)).decode()}?="
+
+
+def nested(depth: int) -> bytes:
+    body = b"Content-Type: text/plain\n\ndeep down\n"
+    for level in range(depth):
+        boundary = b"b%d" % level
+        body = (
+            b'Content-Type: multipart/mixed; boundary="'
+            + boundary
+            + b'"\n\n--'
+            + boundary
+            + b"\n"
+            + body
+            + b"\n--"
+            + boundary
+            + b"--\n"
+        )
+    return b"From: a@example.com\nSubject: deep\nMIME-Version: 1.0\n" + body
+
+
+def test_ordinary_mail() -> None:
+    parsed = parse_message(
+        mail(
+            "Return-Path: <Carol@Customer.TEST>",
+            "From: Carol Customer <Carol@Customer.TEST>",
+            "To: support@example.com, Bob <BOB@example.com>",
+            "Cc: dave@example.org",
+            "Reply-To: carol.private@customer.test",
+            "Subject: Printer   on floor 3\n\tis jammed",
+            "Message-ID: < 1234@mail.customer.test >",
+            "Date: Mon, 2 Mar 2026 10:00:00 +0100",
+            body="Please help.\n",
+        )
+    )
+    assert parsed.from_ == Address("carol@customer.test", "Carol Customer")
+    assert parsed.to == (Address("support@example.com"), Address("bob@example.com", "Bob"))
+    assert parsed.cc == (Address("dave@example.org"),)
+    assert parsed.reply_to == (Address("carol.private@customer.test"),)
+    assert parsed.subject == "Printer on floor 3 is jammed"
+    assert parsed.message_id == "1234@mail.customer.test"
+    assert parsed.date == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    assert parsed.text == "Please help.\n"
+    assert parsed.html == ""
+    assert parsed.attachments == ()
+    assert parsed.return_path == "carol@customer.test"
+    assert [name for name, _ in parsed.headers][:3] == ["Return-Path", "From", "To"]
+
+
+@pytest.mark.parametrize("transfer", ["8bit", "quoted-printable", "base64"])
+@pytest.mark.parametrize(
+    ("label", "text", "encoding"),
+    [
+        ("windows-1251", RUSSIAN, "cp1251"),
+        ("koi8-r", RUSSIAN, "koi8_r"),
+        ("x-mac-cyrillic", RUSSIAN, "mac_cyrillic"),
+        ("iso-2022-jp", JAPANESE, "iso2022_jp"),
+        ("shift_jis", JAPANESE, "shift_jis"),
+        ("big5", CHINESE_TRADITIONAL, "big5"),
+        ("gb2312", CHINESE, "gb2312"),
+        ("euc-kr", KOREAN, "euc_kr"),
+        ("ks_c_5601-1987", KOREAN, "cp949"),
+        ("iso-8859-8-i", HEBREW, "iso8859_8"),
+        ("utf8", RUSSIAN, "utf-8"),
+        ("unicode-1-1-utf-7", RUSSIAN, "utf-7"),
+        ("windows-1250", "Dzień dobry, drukarka nie działa.", "cp1250"),
+    ],
+)
+def test_legacy_charsets_in_body_and_subject(
+    label: str, text: str, encoding: str, transfer: str
+) -> None:
+    data = text.encode(encoding)
+    if transfer == "base64":
+        body = base64.encodebytes(data)
+    elif transfer == "quoted-printable":
+        body = b"".join(
+            b"=%02X" % byte if byte > 126 or byte == 61 else bytes([byte]) for byte in data
+        )
+    else:
+        body = data
+    parsed = parse_message(
+        mail(
+            "From: someone@example.com",
+            f"Subject: {encoded_word(text, label, encoding)}",
+            "MIME-Version: 1.0",
+            f'Content-Type: text/plain; charset="{label}"',
+            f"Content-Transfer-Encoding: {transfer}",
+            body=body,
+        )
+    )
+    assert parsed.subject == text
+    assert parsed.text == text
+
+
+def test_raw_8bit_headers_are_decoded() -> None:
+    parsed = parse_message(
+        mail(
+            b"From: " + "Иван Петров".encode("cp1251") + b" <Ivan@Example.RU>",
+            b"Subject: " + "Счёт на оплату".encode("cp1251"),
+            b"X-Note: " + "Grüße".encode(),
+            "Content-Type: text/plain; charset=windows-1251",
+            "Content-Transfer-Encoding: 8bit",
+            body=RUSSIAN.encode("cp1251"),
+        )
+    )
+    assert parsed.from_ == Address("ivan@example.ru", "Иван Петров")
+    assert parsed.subject == "Счёт на оплату"
+    assert parsed.header("x-note") == "Grüße"
+    assert parsed.text == RUSSIAN
+
+
+def test_encoded_display_names_including_quoted_ones() -> None:
+    parsed = parse_message(
+        mail(
+            f"From: {encoded_word('Иван Петров', 'utf-8', 'utf-8')} <ivan@example.ru>",
+            f'To: "{encoded_word("Пупкин", "koi8-r", "koi8_r")}" <p@example.ru>,'
+            " =?iso-8859-1?Q?Andr=E9?= <andre@example.fr>",
+            "Subject: =?utf-8?Q?Caf=C3=A9?= =?utf-8?Q?_ouvert?=",
+        )
+    )
+    assert parsed.from_ == Address("ivan@example.ru", "Иван Петров")
+    assert parsed.to == (Address("p@example.ru", "Пупкин"), Address("andre@example.fr", "André"))
+    assert parsed.subject == "Café ouvert"
+
+
+def test_iso_2022_jp_in_7bit_is_decoded_not_left_as_escapes() -> None:
+    parsed = parse_message(
+        mail(
+            "From: a@example.jp",
+            "Content-Type: text/plain; charset=ISO-2022-JP",
+            "Content-Transfer-Encoding: 7bit",
+            body=JAPANESE.encode("iso2022_jp"),
+        )
+    )
+    assert parsed.text == JAPANESE
+
+
+def test_undeclared_charsets_and_broken_content_types() -> None:
+    undeclared = parse_message(mail("From: a@example.jp", body=JAPANESE.encode("iso2022_jp")))
+    assert undeclared.text == JAPANESE
+    no_semicolon = parse_message(
+        mail(
+            "From: a@example.jp",
+            'Content-Type: text/plain\n   charset="iso-2022-jp"',
+            body=JAPANESE.encode("iso2022_jp"),
+        )
+    )
+    assert no_semicolon.text == JAPANESE
+    unknown = parse_message(
+        mail(
+            "From: a@example.ru",
+            "Content-Type: text/plain; charset=x-klingon",
+            body=" ".join([RUSSIAN] * 3).encode("cp1251"),
+        )
+    )
+    assert unknown.text == " ".join([RUSSIAN] * 3)
+    assert any("x-klingon" in defect for defect in unknown.defects)
+
+
+def test_html_only_mail_is_rendered_to_text() -> None:
+    html = (
+        "<html><head><style>p {color: red}</style></head><body>"
+        "<p>The printer is <b>jammed</b>.</p><ul><li>floor 3</li></ul></body></html>"
+    )
+    parsed = parse_message(mail("From: a@example.com", "Content-Type: text/html", body=html))
+    assert parsed.html == html
+    assert "The printer is jammed." in parsed.text
+    assert "floor 3" in parsed.text
+    assert "<" not in parsed.text and "color" not in parsed.text
+
+
+def test_alternative_mail_keeps_the_text_part_and_the_html() -> None:
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/alternative; boundary="alt"',
+            body=(
+                "--alt\nContent-Type: text/plain; charset=utf-8\n\nPlain words\n"
+                "--alt\nContent-Type: text/html; charset=utf-8\n\n<p>Rich words</p>\n--alt--\n"
+            ),
+        )
+    )
+    # The line break before a boundary belongs to the boundary (RFC 2046).
+    assert parsed.text == "Plain words"
+    assert parsed.html == "<p>Rich words</p>"
+
+
+def test_line_endings_are_normalised_and_nul_removed() -> None:
+    raw = b"From: a@example.com\r\nSubject: crlf\r\n\r\nfirst\r\nsec\x00ond\rthird\r\n"
+    parsed = parse_message(raw)
+    assert parsed.text == "first\nsecond\nthird\n"
+    assert parsed.subject == "crlf"
+
+
+def test_attachments_are_decoded_bytes() -> None:
+    payload = bytes(range(256)) * 4
+    encoded = base64.encodebytes(payload).decode()
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/mixed; boundary="mix"',
+            body=(
+                "--mix\nContent-Type: text/plain\n\nSee attached.\n"
+                '--mix\nContent-Type: application/octet-stream; name="data.bin"\n'
+                "Content-Transfer-Encoding: base64\n"
+                'Content-Disposition: attachment; filename="=?utf-8?Q?r=C3=A9sum=C3=A9.bin?="\n\n'
+                f"{encoded}"
+                "--mix\nContent-Type: image/png\nContent-Transfer-Encoding: base64\n"
+                "Content-ID: <logo@example.com>\n\niVBORw0KGgoAAAANSUhEUgAAAAE\n--mix--\n"
+            ),
+        )
+    )
+    assert parsed.text == "See attached."
+    first, second = parsed.attachments
+    assert (first.filename, first.content_type, first.content) == (
+        "résumé.bin",
+        "application/octet-stream",
+        payload,
+    )
+    # A damaged base64 body (one stray character) still opens, as in a mail client.
+    assert second.filename == "attachment.png"
+    assert second.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("a\x00b.exe", "ab.exe"),
+        ("C:\\x\\y.txt", "y.txt"),
+        ("..\\..\\boot.ini", "boot.ini"),
+        ("report..final...pdf", "report.final.pdf"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("tab\tand\nnewline.txt", "tabandnewline.txt"),
+        ("..", "attachment.pdf"),
+        ("", "attachment.pdf"),
+        ("/", "attachment.pdf"),
+    ],
+)
+def test_filenames_are_made_harmless(name: str, expected: str) -> None:
+    assert safe_filename(name, "application/pdf") == expected
+
+
+def test_very_long_filenames_keep_their_extension() -> None:
+    cleaned = safe_filename("x" * 5000 + ".docx", "application/octet-stream")
+    assert len(cleaned) == MAX_FILENAME
+    assert cleaned.endswith(".docx")
+    assert len(safe_filename("y" * 5000, "text/plain")) == MAX_FILENAME
+
+
+def test_malicious_filenames_in_a_real_message() -> None:
+    parts = [
+        ('filename="../../etc/passwd"', "passwd"),
+        ("filename*=utf-8''a%00b.exe", "ab.exe"),
+        (f'filename="{"A" * 5000}.pdf"', "A" * (MAX_FILENAME - 4) + ".pdf"),
+        ('filename="C:\\\\x\\\\y.txt"', "y.txt"),
+    ]
+    body = "".join(
+        f"--mix\nContent-Type: application/octet-stream\nContent-Disposition: attachment; {param}"
+        "\n\nxx\n"
+        for param, _ in parts
+    )
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            'Content-Type: multipart/mixed; boundary="mix"',
+            body=body + "--mix--\n",
+        )
+    )
+    assert [a.filename for a in parsed.attachments] == [expected for _, expected in parts]
+
+
+def test_attached_message_is_one_attachment_and_not_body_text() -> None:
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "Subject: Fwd: the original",
+            'Content-Type: multipart/mixed; boundary="mix"',
+            body=(
+                "--mix\nContent-Type: text/plain\n\nForwarding this.\n"
+                "--mix\nContent-Type: message/rfc822\n\n"
+                "From: b@example.org\nSubject: original subject\n\nOriginal words.\n"
+                "--mix--\n"
+            ),
+        )
+    )
+    assert parsed.text == "Forwarding this."
+    (attached,) = parsed.attachments
+    assert attached.content_type == "message/rfc822"
+    assert attached.filename == "attachment.eml"
+    assert b"Subject: original subject" in attached.content
+    assert b"Original words." in attached.content
+
+
+def test_multipart_without_boundary_keeps_its_text() -> None:
+    parsed = parse_message(
+        mail("From: a@example.com", "Content-Type: multipart/mixed", body="Words that stay.\n")
+    )
+    assert "Words that stay." in parsed.text
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["<a@x> <b@y>"], ("a@x", "b@y")),
+        (["<a@x>,<b@y>, <a@x>"], ("a@x", "b@y")),
+        (["a@x b@y"], ("a@x", "b@y")),
+        (["a@x,b@y;c@z"], ("a@x", "b@y", "c@z")),
+        (["<invalid.   \n something@bar.net>"], ("invalid.something@bar.net",)),
+        (['Your message of "Monday" <id@x> (John Doe at john@x)'], ("id@x",)),
+        (["<a@x>", "<b@y> <a@x>"], ("a@x", "b@y")),
+        (["<1234>"], ("1234",)),
+        (["", "   ", "<>", "garbage"], ()),
+    ],
+)
+def test_message_ids_from_malformed_references(
+    values: list[str], expected: tuple[str, ...]
+) -> None:
+    assert message_ids(values) == expected
+
+
+def test_threading_headers_in_a_message() -> None:
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "Message-ID: <new@example.com>",
+            "In-Reply-To: someone@yahoo.com",
+            "References: <foo@bar.net>",
+            "References: <baz@bar.net>, <invalid.   \n something@bar.net>",
+        )
+    )
+    assert parsed.message_id == "new@example.com"
+    assert parsed.in_reply_to == ("someone@yahoo.com",)
+    assert parsed.references == ("foo@bar.net", "baz@bar.net", "invalid.something@bar.net")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Mon, 2 Mar 2026 10:00:00 +0100", datetime(2026, 3, 2, 9, 0, tzinfo=UTC)),
+        ("2 Mar 2026 10:00 -0000", datetime(2026, 3, 2, 10, 0, tzinfo=UTC)),
+        ("Sat, 30 Jun 2012 06:05:59 -0700 (PDT)", datetime(2012, 6, 30, 13, 5, 59, tzinfo=UTC)),
+        ("Tue, 31 Feb 2012 10:00:00 +0000", None),
+        ("2012-10-31 04-46-42", None),
+        ("yesterday", None),
+        ("Mon, 2 Mar 99999 10:00:00 +0000", None),
+        ("Mon, 2 Mar 2026 25:61:00 +0000", None),
+        ("", None),
+    ],
+)
+def test_dates_are_utc_or_none(value: str, expected: datetime | None) -> None:
+    parsed = parse_message(mail("From: a@example.com", f"Date: {value}"))
+    assert parsed.date == expected
+    assert parsed.date is None or parsed.date.tzinfo is UTC
+
+
+def test_missing_date_is_none() -> None:
+    assert parse_message(mail("From: a@example.com")).date is None
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("Return-Path: <>", ""),
+        ("Return-Path: < >", ""),
+        ("Return-Path: <Bounce+1@Example.COM>", "bounce+1@example.com"),
+        ("Return-Path: owner-list@example.org", "owner-list@example.org"),
+        ("Return-Path: <MAILER-DAEMON>", "mailer-daemon"),
+    ],
+)
+def test_return_path(header: str | None, expected: str | None) -> None:
+    headers = [header] if header else []
+    assert parse_message(mail(*headers, "From: a@example.com")).return_path == expected
+
+
+def test_unusable_addresses_are_skipped_with_a_defect() -> None:
+    parsed = parse_message(
+        mail(
+            "From: MAILER-DAEMON (Mail Delivery System)",
+            "To: broken@, <ok@example.com>, undisclosed-recipients:;",
+        )
+    )
+    assert parsed.from_ is None
+    assert parsed.to == (Address("ok@example.com"),)
+    assert any(defect.startswith("from:") for defect in parsed.defects)
+    assert parse_message(mail("Subject: no sender")).from_ is None
+
+
+def test_headers_are_decoded_in_order() -> None:
+    parsed = parse_message(
+        mail(
+            "Received: from a by b",
+            "Subject: =?utf-8?B?0J/RgNC40LLQtdGC?=",
+            "Received: from c\n by d",
+            "X-Custom: one",
+        )
+    )
+    assert parsed.headers == (
+        ("Received", "from a by b"),
+        ("Subject", "Привет"),
+        ("Received", "from c by d"),
+        ("X-Custom", "one"),
+    )
+    assert parsed.header_all("received") == ("from a by b", "from c by d")
+
+
+def test_deep_nesting_is_refused_with_a_parse_error() -> None:
+    with pytest.raises(MessageParseError, match="nested"):
+        parse_message(nested(2000))
+    with pytest.raises(MessageParseError, match="nested"):
+        parse_message(nested(150))
+    assert parse_message(nested(30)).text == "deep down\n"
+
+
+@pytest.mark.parametrize("raw", [b"", b"   \r\n\r\n\t", b"\x00\x00"])
+def test_nothing_to_parse_is_a_parse_error(raw: bytes) -> None:
+    with pytest.raises(MessageParseError):
+        parse_message(raw)
+
+
+def test_a_headerless_body_still_parses() -> None:
+    parsed = parse_message(b"just some words\nwithout any header\n")
+    assert "just some words" in parsed.text
+    assert parsed.from_ is None
+    assert parsed.message_id == ""
+
+
+def test_mangled_mail_parses_or_is_refused_but_never_crashes() -> None:
+    sample = mail(
+        "From: =?utf-8?B?0JjQstCw0L0=?= <ivan@example.ru>",
+        "To: support@example.com",
+        "Subject: =?koi8-r?Q?=F0=D2=C9=D7=C5=D4?=",
+        "Date: Mon, 2 Mar 2026 10:00:00 +0100",
+        "References: <a@x> <b@y>",
+        'Content-Type: multipart/mixed; boundary="mix"',
+        body=(
+            "--mix\nContent-Type: text/plain; charset=windows-1251\n"
+            "Content-Transfer-Encoding: quoted-printable\n\n=CF=F0=E8=E2=E5=F2\n"
+            "--mix\nContent-Type: message/rfc822\n\nFrom: b@x\nSubject: inner\n\nInner.\n"
+            '--mix\nContent-Type: application/pdf; name="a.pdf"\n'
+            "Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--mix--\n"
+        ),
+    )
+    rng = random.Random(2026)
+    specials = [b"\x00", b"\xff", b"=?", b"?=", b"--mix", b"\n", b"<", b";", b'"', b"\x1b$B"]
+    for _ in range(400):
+        data = bytearray(sample)
+        for _ in range(rng.randint(1, 6)):
+            position = rng.randrange(len(data))
+            if rng.random() < 0.5:
+                data[position : position + rng.randint(0, 8)] = rng.choice(specials)
+            else:
+                data[position] = rng.randrange(256)
+        with contextlib.suppress(MessageParseError):
+            assert isinstance(parse_message(bytes(data)), ParsedMessage)
