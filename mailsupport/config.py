@@ -31,6 +31,9 @@ class SupportConfig:
     tag: str = "ACME"
     default_queue: str = "support"
     language: str = "en"
+    # Key for signed addresses (bounce and reply addresses). Better given as
+    # MAILSUPPORT_SUPPORT_SECRET; when empty, one is generated and kept in the database.
+    secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,47 @@ class SmtpConfig:
 class RelayConfig:
     host: str = "127.0.0.1"
     port: int = 25
+    tls: str = "none"  # none | starttls | ssl (implicit TLS, usually port 465)
+    username: str = ""
+    password: str = ""  # better: MAILSUPPORT_RELAY_PASSWORD or password_file
+    password_file: str = ""
+    timeout: float = 30.0
+
+    def secret(self) -> str:
+        """The relay password, read from password_file when one is named."""
+        if not self.password_file:
+            return self.password
+        try:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read relay.password_file: {exc}.") from exc
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    give_up_after_hours: float = 96.0  # retry temporary failures this long (4 days, as MTAs do)
+    retry_initial_seconds: float = 60.0  # first retry delay, doubling up to the maximum
+    retry_max_seconds: float = 3600.0
+    send_interval: float = 10.0  # seconds between outbox sweeps when nothing new was queued
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    # Status changes that send the customer a notice; a change the customer caused
+    # themselves (their reply reopening a ticket) never does.
+    statuses: tuple[str, ...] = ("open", "waiting", "resolved", "closed")
+    # Changes within this many seconds are combined into one notice with the final status.
+    combine_seconds: float = 60.0
+    templates_dir: str = ""  # a directory whose templates override the shipped ones
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # Automatic mails (acknowledgements, notices) to one address: a loop breaker for what
+    # the headers do not reveal.
+    auto_replies_per_hour: int = 10
+    auto_replies_per_day: int = 40
+    hard_bounces_before_stop: int = 3  # after this many hard bounces an address gets no mail
 
 
 @dataclass(frozen=True)
@@ -68,6 +112,9 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     queues: Mapping[str, str] = field(default_factory=dict)  # extra address -> queue name
     source: str = "built-in defaults"
@@ -77,14 +124,33 @@ class Config:
         """Every address that accepts customer mail."""
         return frozenset({self.support.address, *self.queues})
 
+    def base_address(self, address: str) -> str | None:
+        """Which of our addresses this is, ignoring a ``+extension``; None when not ours.
+
+        Bounces come back to ``support+bounce-...@`` and replies may go to signed
+        ``support+1042-...@`` addresses, so every subaddress of ours is ours.
+        """
+        local, at, domain = address.strip().strip("<>").lower().rpartition("@")
+        if not at:
+            return None
+        base = f"{local.split('+', 1)[0]}@{domain}"
+        return base if base in self.support_addresses else None
+
     def queue_for(self, address: str) -> str | None:
         """The queue an address routes to, or None when it is not one of ours."""
-        address = address.lower()
+        address = self.base_address(address) or ""
         if address in self.queues:
             return self.queues[address]
         if address == self.support.address:
             return self.support.default_queue
         return None
+
+    def address_for_queue(self, queue: str) -> str:
+        """The address customers of a queue write to (and our mail about it comes from)."""
+        for address, name in sorted(self.queues.items()):
+            if name == queue:
+                return address
+        return self.support.address
 
     @property
     def own_domains(self) -> frozenset[str]:
@@ -159,6 +225,36 @@ def _positive_float(value: Any) -> float:
     return float(value)
 
 
+def _optional_string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value.strip()
+
+
+def _non_negative_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("must be a number, 0 or more")
+    return float(value)
+
+
+def _choice(*choices: str) -> Validator:
+    def validate(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return str(value)
+
+    return validate
+
+
+STATUSES = ("new", "open", "waiting", "resolved", "closed")
+
+
+def _statuses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(v in STATUSES for v in value):
+        raise ValueError(f"must be a list of statuses from {', '.join(STATUSES)}")
+    return tuple(value)
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
@@ -176,6 +272,7 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
             "tag": _tag,
             "default_queue": _queue,
             "language": _language,
+            "secret": _optional_string,
         },
     ),
     "database": (DatabaseConfig, {"url": _db_url, "busy_timeout": _positive_float}),
@@ -189,7 +286,43 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
             "max_message_size": _positive_int,
         },
     ),
-    "relay": (RelayConfig, {"host": _string, "port": _port}),
+    "relay": (
+        RelayConfig,
+        {
+            "host": _string,
+            "port": _port,
+            "tls": _choice("none", "starttls", "ssl"),
+            "username": _optional_string,
+            "password": _optional_string,
+            "password_file": _optional_string,
+            "timeout": _positive_float,
+        },
+    ),
+    "outbound": (
+        OutboundConfig,
+        {
+            "give_up_after_hours": _positive_float,
+            "retry_initial_seconds": _positive_float,
+            "retry_max_seconds": _positive_float,
+            "send_interval": _positive_float,
+        },
+    ),
+    "notifications": (
+        NotificationsConfig,
+        {
+            "statuses": _statuses,
+            "combine_seconds": _non_negative_float,
+            "templates_dir": _optional_string,
+        },
+    ),
+    "limits": (
+        LimitsConfig,
+        {
+            "auto_replies_per_hour": _positive_int,
+            "auto_replies_per_day": _positive_int,
+            "hard_bounces_before_stop": _positive_int,
+        },
+    ),
     "pipeline": (
         PipelineConfig,
         {"workers": _non_negative_int, "poll_interval": _positive_float},
@@ -201,6 +334,8 @@ _ENV_PARSERS: dict[Validator, Callable[[str], Any]] = {
     _positive_int: int,
     _non_negative_int: int,
     _positive_float: float,
+    _non_negative_float: float,
+    _statuses: lambda text: [v.strip() for v in text.split(",") if v.strip()],
     _boolean: lambda text: text.strip().lower() in ("1", "true", "yes", "on"),
 }
 

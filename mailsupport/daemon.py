@@ -3,7 +3,8 @@
 The listener runs on an asyncio loop in its own thread; stored mail wakes the pipeline
 workers, which are separate processes by default so that parsing does not compete with the
 listener for one interpreter. Workers also sweep the backlog on start and at an interval, so
-mail stored while the daemon was down (or by the gateway) is processed too.
+mail stored while the daemon was down (or by the gateway) is processed too. The scheduler
+(APScheduler) runs the outbox sender at an interval, and at once when a worker has queued mail.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from mailsupport.app import App, open_app
 from mailsupport.clock import Clock, SystemClock
@@ -23,6 +28,7 @@ from mailsupport.db.inbox import Stored
 from mailsupport.intake.smtp import Listener
 from mailsupport.intake.writer import InboxWriter
 from mailsupport.logs import setup_logging
+from mailsupport.outbound.sender import OutboxSender
 from mailsupport.pipeline.runner import Pipeline
 
 log = logging.getLogger(__name__)
@@ -35,28 +41,38 @@ class _Event(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-def run_worker(config: Config, stop: _Event, wake: _Event, clock: Clock | None = None) -> None:
+@dataclass
+class _Signals:
+    """Events shared with the workers (threading or multiprocessing ones)."""
+
+    stop: _Event
+    wake: _Event  # new mail is stored
+    outbox: _Event  # a worker queued outbound mail
+
+
+def run_worker(config: Config, signals: _Signals, clock: Clock | None = None) -> None:
     """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
     app = open_app(config, clock=clock, migrate=False)
     pipeline = Pipeline(app.factory, app.config, app.clock)
     try:
-        while not stop.is_set():
-            wake.clear()
+        while not signals.stop.is_set():
+            signals.wake.clear()
             try:
-                pipeline.process_pending()
+                if pipeline.process_pending():
+                    signals.outbox.set()
             except Exception:
                 log.exception("pipeline sweep failed; retrying after the poll interval")
-            wake.wait(config.pipeline.poll_interval)
+            signals.wake.wait(config.pipeline.poll_interval)
     finally:
         app.close()
 
 
-def _worker_process_main(config: Config, stop: _Event, wake: _Event) -> None:
+def _worker_process_main(config: Config, signals: _Signals) -> None:
     # A worker is stopped through its event; a Ctrl-C meant for the daemon must not kill it
     # half-way through a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(logging.INFO)
-    run_worker(config, stop, wake)
+    run_worker(config, signals)
 
 
 class Daemon:
@@ -74,8 +90,11 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._workers: list[Any] = []
-        self._wake: list[_Event] = []
+        self._signals: list[_Signals] = []
         self._stop: _Event = threading.Event()
+        self._outbox_wake: _Event = threading.Event()
+        self._scheduler: BackgroundScheduler | None = None
+        self._waker: threading.Thread | None = None
         self.smtp_address: tuple[str, int] | None = None
 
     def start(self) -> None:
@@ -83,37 +102,60 @@ class Daemon:
         self._start_workers()
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)
         self._writer.start()
+        self._start_scheduler()
         if self.config.smtp.enabled:
             self._start_listener()
 
     def _start_workers(self) -> None:
-        if self._processes:
-            context = multiprocessing.get_context("spawn")
-            self._stop = context.Event()
-            for number in range(self.config.pipeline.workers):
-                wake = context.Event()
-                process = context.Process(
+        context: Any = multiprocessing.get_context("spawn") if self._processes else threading
+        self._stop, self._outbox_wake = context.Event(), context.Event()
+        for number in range(self.config.pipeline.workers):
+            signals = _Signals(self._stop, context.Event(), self._outbox_wake)
+            if self._processes:
+                worker: Any = context.Process(
                     target=_worker_process_main,
-                    args=(self.config, self._stop, wake),
+                    args=(self.config, signals),
                     name=f"pipeline-{number}",
                     daemon=True,
                 )
-                process.start()
-                self._workers.append(process)
-                self._wake.append(wake)
-            return
-        self._stop = threading.Event()
-        for number in range(self.config.pipeline.workers):
-            wake_event = threading.Event()
-            thread = threading.Thread(
-                target=run_worker,
-                args=(self.config, self._stop, wake_event, self.clock),
-                name=f"pipeline-{number}",
-                daemon=True,
-            )
-            thread.start()
-            self._workers.append(thread)
-            self._wake.append(wake_event)
+            else:
+                worker = threading.Thread(
+                    target=run_worker,
+                    args=(self.config, signals, self.clock),
+                    name=f"pipeline-{number}",
+                    daemon=True,
+                )
+            worker.start()
+            self._workers.append(worker)
+            self._signals.append(signals)
+
+    def _start_scheduler(self) -> None:
+        assert self.app is not None
+        sender = OutboxSender(self.app.factory, self.config, self.clock)
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._scheduler.add_job(
+            sender.send_due,
+            "interval",
+            id="outbox",
+            seconds=self.config.outbound.send_interval,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+        )
+        self._scheduler.start()
+        self._waker = threading.Thread(target=self._wake_outbox, name="outbox-waker", daemon=True)
+        self._waker.start()
+
+    def _wake_outbox(self) -> None:
+        """Run the outbox job now whenever a worker has queued mail."""
+        while not self._stop.is_set():
+            if self._outbox_wake.wait(1.0) and self._scheduler is not None:
+                self._outbox_wake.clear()
+                self.send_outbox_now()
+
+    def send_outbox_now(self) -> None:
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.modify_job("outbox", next_run_time=datetime.now(UTC))
 
     def _start_listener(self) -> None:
         assert self._writer is not None
@@ -134,8 +176,8 @@ class Daemon:
             self.wake_pipeline()
 
     def wake_pipeline(self) -> None:
-        for wake in self._wake:
-            wake.set()
+        for signals in self._signals:
+            signals.wake.set()
 
     def stop(self) -> None:
         """Stop accepting, finish what is being stored, then let the workers finish."""
@@ -153,6 +195,11 @@ class Daemon:
         for worker in self._workers:
             worker.join(timeout=60)
         self._workers.clear()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        if self._waker is not None:
+            self._waker.join(timeout=5)
         if self.app is not None:
             self.app.close()
 

@@ -17,6 +17,8 @@ from mailsupport.config import Config, build_config
 from mailsupport.daemon import Daemon
 from mailsupport.db.models import Base
 
+from sink import Sink
+
 PG_ENV = "MAILSUPPORT_TEST_PG_URL"
 PG_SKIP = (
     f"PostgreSQL not configured: set {PG_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
@@ -113,6 +115,14 @@ def app(config: Config, clock: FrozenClock) -> Iterator[App]:
     application = open_app(config, clock=clock, migrate=True)
     yield application
     application.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Sink]:
+    """A real SMTP server on loopback standing in for the outbound relay."""
+    sink = Sink().start()
+    yield sink
+    sink.stop()
 
 
 @pytest.fixture

@@ -87,3 +87,8 @@ def ticket_json(app: Any, number: int) -> dict[str, Any]:
 
     with app.factory() as session:
         return ticket_detail(session, get_ticket(session, number))
+
+
+def inbound(ticket: dict[str, Any]) -> list[dict[str, Any]]:
+    """The customer-side messages of a ticket (`tickets show --json`), ours left out."""
+    return [m for m in ticket["messages"] if m["direction"] == "in"]

@@ -17,6 +17,10 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
     assert example.database == defaults.database
     assert example.smtp == defaults.smtp
     assert example.relay == defaults.relay
+    assert example.outbound == defaults.outbound
+    assert example.notifications == defaults.notifications
+    assert example.limits == defaults.limits
+    assert example.pipeline == defaults.pipeline
 
 
 @pytest.mark.parametrize(
@@ -33,6 +37,10 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
         ({"queues": {"sales@example.com": "Bad Queue"}}, "queues.sales@example.com must be"),
         ({"queues": {"support@example.com": "x"}}, "repeats support.address"),
         ({"smtp": 5}, "[smtp] must be a table"),
+        ({"relay": {"tls": "yes"}}, "relay.tls must be one of none, starttls, ssl"),
+        ({"notifications": {"statuses": ["done"]}}, "notifications.statuses must be a list"),
+        ({"limits": {"auto_replies_per_hour": 0}}, "limits.auto_replies_per_hour must be"),
+        ({"outbound": {"give_up_after_hours": -1}}, "outbound.give_up_after_hours must be"),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, object], message: str) -> None:
@@ -69,3 +77,24 @@ def test_file_errors_are_one_sentence(tmp_path: Path) -> None:
     bad.write_text("[smtp\nport = 1\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_subaddresses_are_ours() -> None:
+    config = build_config({"queues": {"sales@example.com": "sales"}}, env={})
+    assert config.base_address("Support+bounce-12-abc@Example.com") == "support@example.com"
+    assert config.base_address("<sales+1042-k3j9@example.com>") == "sales@example.com"
+    assert config.base_address("support@example.com") == "support@example.com"
+    assert config.base_address("support@example.com.evil.test") is None
+    assert config.base_address("other+support@example.com") is None
+    assert config.base_address("no-at-sign") is None
+    assert config.queue_for("sales+x@example.com") == "sales"
+
+
+def test_relay_password_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "relay.pw"
+    secret.write_text("s3cret\n")
+    config = build_config({"relay": {"password_file": str(secret)}}, env={})
+    assert config.relay.secret() == "s3cret"
+    missing = build_config({"relay": {"password_file": str(tmp_path / "nope")}}, env={})
+    with pytest.raises(ConfigError, match=r"relay\.password_file"):
+        missing.relay.secret()

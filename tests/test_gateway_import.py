@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from _fixtures import config_data, write_config
-from support import make_mail, run_cli, show_ticket
+from support import inbound, make_mail, run_cli, show_ticket
 
 
 def _deliver(config_file: str, raw: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -37,7 +37,7 @@ def test_deliver_twice_is_one_message(config_file: str) -> None:
     raw = make_mail(message_id="<gw-twice@customer.test>")
     assert _deliver(config_file, raw).returncode == 0
     assert _deliver(config_file, raw).returncode == 0
-    assert len(show_ticket(config_file, 1)["messages"]) == 1
+    assert len(inbound(show_ticket(config_file, 1))) == 1
 
 
 def test_deliver_exit_75_when_database_cannot_be_written(tmp_path: Path, sqlite_url: str) -> None:

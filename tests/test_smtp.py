@@ -13,7 +13,7 @@ from mailsupport.config import build_config
 from mailsupport.daemon import Daemon
 
 from _fixtures import config_data, write_config
-from support import make_mail, show_ticket, wait_for
+from support import inbound, make_mail, show_ticket, wait_for
 
 
 def _send(
@@ -125,7 +125,7 @@ def test_451_when_database_is_locked_then_retry_gives_one_ticket(
         assert _send(daemon, raw) == {}  # a second, duplicate retry changes nothing
         wait_for(lambda: _ticket_count(daemon) == 1)
         config_path = write_config(tmp_path / "c.toml", config_data(sqlite_url))
-        assert len(show_ticket(str(config_path), 1)["messages"]) == 1
+        assert len(inbound(show_ticket(str(config_path), 1))) == 1
         assert _ticket_count(daemon) == 1
     finally:
         daemon.stop()

@@ -12,7 +12,7 @@ from mailsupport.db.models import Ticket, TicketStatus
 from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.tickets import change_status, get_ticket
 
-from support import ingest, make_mail, ticket_json
+from support import inbound, ingest, make_mail, ticket_json
 
 ORIGINAL_ID = "<original@customer.test>"
 
@@ -58,7 +58,7 @@ def test_tag_with_each_prefix_style(app: App, prefix: str) -> None:
     )
     outcome = ingest(app, reply)
     assert outcome.ticket_number == number
-    messages = ticket_json(app, number)["messages"]
+    messages = inbound(ticket_json(app, number))
     assert len(messages) == 2
     assert messages[1]["thread_reason"].startswith("subject tag")
 
@@ -80,7 +80,7 @@ def test_references_without_tag(app: App) -> None:
     outcome = ingest(app, reply)
     assert outcome.ticket_number == number
     data = ticket_json(app, number)
-    assert data["messages"][1]["thread_reason"] == "references <original@customer.test>"
+    assert inbound(data)[1]["thread_reason"] == "references <original@customer.test>"
     assert "erin@customer.test" in {p["email"] for p in data["participants"]}
 
 
@@ -96,7 +96,7 @@ def test_stranger_quoting_a_tag_opens_a_new_ticket(app: App) -> None:
     outcome = ingest(app, forged)
     assert outcome.ticket_number != number
     data = ticket_json(app, number)
-    assert len(data["messages"]) == 1
+    assert len(inbound(data)) == 1
     assert "mallory@evil.test" not in {p["email"] for p in data["participants"]}
     new = ticket_json(app, outcome.ticket_number)
     assert new["requester"] == "mallory@evil.test"
@@ -174,7 +174,7 @@ def test_two_replies_racing(app: App) -> None:
     for t in threads:
         t.join()
     assert all(o.ticket_number == number for o in outcomes)  # type: ignore[attr-defined]
-    texts = sorted(m["text"].strip() for m in ticket_json(app, number)["messages"][1:])
+    texts = sorted(m["text"].strip() for m in inbound(ticket_json(app, number))[1:])
     assert texts == ["reply 0", "reply 1"]
 
 
@@ -204,4 +204,4 @@ def test_same_mail_twice_is_one_message(app: App) -> None:
     second = ingest(app, b"Received: from relay\r\n" + raw, channel="gateway")
     assert first.ticket_number == 1
     assert second is None  # already stored and processed
-    assert len(ticket_json(app, 1)["messages"]) == 1
+    assert len(inbound(ticket_json(app, 1))) == 1

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from mailsupport.app import App, open_app
 from mailsupport.config import Config, load_config
+from mailsupport.outbound.notify import Notifier
 
 
 @dataclass
@@ -18,6 +19,7 @@ class CliContext:
     config_path: str | None
     _config: Config | None = None
     _app: App | None = field(default=None, repr=False)
+    _notifier: Notifier | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
@@ -33,9 +35,16 @@ class CliContext:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """The command's one session; committed when the command succeeds."""
+        """The command's one session; its notifications queued, then committed, on success."""
         with self.app.factory.begin() as session:
             yield session
+            self.notifier.flush(session)
+
+    @property
+    def notifier(self) -> Notifier:
+        if self._notifier is None:
+            self._notifier = Notifier(self.config, self.app.clock)
+        return self._notifier
 
     def close(self) -> None:
         if self._app is not None:

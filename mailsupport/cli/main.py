@@ -13,6 +13,7 @@ from mailsupport.cli.context import CliContext
 from mailsupport.cli.db import db
 from mailsupport.cli.intake import deliver, import_group
 from mailsupport.cli.operators import operators
+from mailsupport.cli.outbox import outbox
 from mailsupport.cli.quarantine import quarantine
 from mailsupport.cli.serve import serve
 from mailsupport.cli.tickets import tickets
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.call_on_close(context.close)
 
 
-for command in (serve, db, deliver, import_group, tickets, operators, quarantine):
+for command in (serve, db, deliver, import_group, tickets, operators, quarantine, outbox):
     cli.add_command(command)
 
 

@@ -51,6 +51,7 @@ def message_view(message: Message) -> dict[str, Any]:
             for a in message.attachments
         ],
         "thread_reason": message.thread_reason,
+        "outbox_id": message.outbox_id,
     }
 
 

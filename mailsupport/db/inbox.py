@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailsupport.core.dedupe import dedupe_key
 from mailsupport.db.models import Inbound, InboundState
+
+_INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
+_INSERTS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -30,38 +34,54 @@ class Stored:
     duplicate: bool
 
 
+def _insert_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id on the table, built once per backend.
+
+    The listener's writer runs this for every message while holding the interpreter lock the
+    SMTP loop needs: an ORM insert built per message cost more than the disk flush, a Core
+    statement with bound parameters is compiled once and reused.
+    """
+    statement = _INSERTS.get(dialect)
+    if statement is None:
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = (
+            insert(_INBOUND)
+            .on_conflict_do_nothing(index_elements=[_INBOUND.c.dedupe_key])
+            .returning(_INBOUND.c.id)
+        )
+        _INSERTS[dialect] = statement
+    return statement
+
+
 def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> list[Stored]:
     """Insert each mail unless an identical one is already stored. Does not commit."""
-    dialect = session.get_bind().dialect.name
-    insert_cls = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    connection = session.connection()
+    statement = _insert_statement(connection.dialect.name)
     results: list[Stored] = []
     for mail in mails:
         key = dedupe_key(mail.raw)
-        statement = (
-            insert_cls(Inbound)
-            .values(
-                dedupe_key=key.key,
-                message_id=key.message_id,
-                channel=mail.channel,
-                envelope_from=mail.envelope_from,
-                envelope_to=list(mail.envelope_to),
-                received_at=now,
-                size=len(mail.raw),
-                raw=mail.raw,
-                state=InboundState.PENDING,
-                screen_reasons=[],
-                no_auto_reply=False,
-                attempts=0,
-            )
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(Inbound.id)
-        )
-        new_id = session.execute(statement).scalar_one_or_none()
+        new_id = connection.execute(
+            statement,
+            {
+                "dedupe_key": key.key,
+                "message_id": key.message_id,
+                "channel": mail.channel,
+                "envelope_from": mail.envelope_from,
+                "envelope_to": list(mail.envelope_to),
+                "received_at": now,
+                "size": len(mail.raw),
+                "raw": mail.raw,
+                "state": InboundState.PENDING,
+                "screen_reasons": [],
+                "no_auto_reply": False,
+                "attempts": 0,
+            },
+        ).scalar_one_or_none()
         if new_id is not None:
             results.append(Stored(new_id, duplicate=False))
             continue
-        existing = session.execute(
-            select(Inbound.id).where(Inbound.dedupe_key == key.key)
+        existing = connection.execute(
+            select(_INBOUND.c.id).where(_INBOUND.c.dedupe_key == key.key)
         ).scalar_one()
         results.append(Stored(existing, duplicate=True))
     return results

@@ -72,6 +72,20 @@ class Direction(enum.StrEnum):
     OUT = "out"
 
 
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"  # every recipient accepted or definitively refused
+    FAILED = "failed"  # nobody could be reached before giving up
+    CANCELLED = "cancelled"  # superseded before it was sent (notices combined)
+
+
+class RecipientState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # refused with 5xx, or still failing when we gave up
+    BOUNCED = "bounced"  # accepted by the relay, then reported undeliverable by a DSN
+
+
 class Inbound(Base):
     """A raw message exactly as it arrived, durably stored before anyone looked inside."""
 
@@ -124,6 +138,9 @@ class Contact(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime]
+    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # Set once hard bounces pass the limit: we stop mailing an address that does not exist.
+    undeliverable_since: Mapped[datetime | None]
 
 
 class Operator(Base):
@@ -194,12 +211,66 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[str] = mapped_column(String(16), default="normal")
     thread_reason: Mapped[str] = mapped_column(Text)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
 
     attachments: Mapped[list[Attachment]] = relationship(
         lazy="selectin", order_by="Attachment.position"
     )
 
     __table_args__ = (Index("ix_messages_ticket", "ticket_id", "id"),)
+
+
+class Outbox(Base):
+    """One outbound mail, written in the transaction of the change that caused it.
+
+    The message is rendered at enqueue time, so its Message-ID and Date never change between
+    retries, and a crash between commit and send sends exactly this mail after restart.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(32))  # acknowledgement, status, reply, ...
+    automatic: Mapped[bool] = mapped_column(Boolean)  # counts against per-address caps
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    coalesce_key: Mapped[str | None] = mapped_column(String(64))
+
+    recipients: Mapped[list[OutboxRecipient]] = relationship(
+        lazy="selectin", order_by="OutboxRecipient.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_outbox_state_next", "state", "next_attempt_at"),
+        Index("ix_outbox_coalesce", "coalesce_key", "state"),
+    )
+
+
+class OutboxRecipient(Base):
+    """One envelope recipient of an outbound mail, with its own delivery state."""
+
+    __tablename__ = "outbox_recipients"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(320))
+    state: Mapped[str] = mapped_column(String(16), default=RecipientState.PENDING)
+    code: Mapped[int | None] = mapped_column(Integer)  # last SMTP reply code
+    detail: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "address"),
+        Index("ix_outbox_recipients_address", "address"),
+    )
 
 
 class Blob(Base):

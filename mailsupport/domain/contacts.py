@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Address
 from mailsupport.db.models import Contact
+from mailsupport.db.upsert import insert_ignoring_conflict
 
 
 def get_or_create_contact(session: Session, address: Address, now: datetime) -> Contact:
@@ -21,12 +21,8 @@ def get_or_create_contact(session: Session, address: Address, now: datetime) -> 
     email = address.email.lower()
     contact = session.execute(select(Contact).where(Contact.email == email)).scalar_one_or_none()
     if contact is None:
-        insert = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
-        session.execute(
-            insert(Contact)
-            .values(email=email, name=address.name[:200], created_at=now)
-            .on_conflict_do_nothing(index_elements=["email"])
-        )
+        values = {"email": email, "name": address.name[:200], "created_at": now}
+        session.execute(insert_ignoring_conflict(session, Contact, values, ["email"]))
         contact = session.execute(select(Contact).where(Contact.email == email)).scalar_one()
     elif address.name and not contact.name:
         contact.name = address.name[:200]

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailsupport.db.models import (
@@ -25,9 +24,11 @@ from mailsupport.db.models import (
     Ticket,
     TicketStatus,
 )
+from mailsupport.db.upsert import insert_ignoring_conflict
 from mailsupport.errors import InvalidValueError, NotFoundError
 
 TICKET_COUNTER = "ticket"
+_NEW_EVENTS = "mailsupport.new_events"
 
 
 def record_event(
@@ -45,7 +46,20 @@ def record_event(
         ticket_id=ticket.id, at=now, actor=actor, kind=kind, old=old, new=new, data=data or {}
     )
     session.add(event)
+    new_events(session).append(event)
     return event
+
+
+def new_events(session: Session) -> list[Event]:
+    """Events recorded in this session's transaction, for deriving notifications before commit."""
+    events: list[Event] = session.info.setdefault(_NEW_EVENTS, [])
+    return events
+
+
+def take_new_events(session: Session) -> list[Event]:
+    """The events recorded since the last call, removed from the pending list."""
+    events: list[Event] = session.info.pop(_NEW_EVENTS, [])
+    return events
 
 
 def next_ticket_number(session: Session) -> int:
@@ -67,8 +81,7 @@ def next_ticket_number(session: Session) -> int:
 def get_or_create_queue(session: Session, name: str) -> Queue:
     queue = session.execute(select(Queue).where(Queue.name == name)).scalar_one_or_none()
     if queue is None:
-        insert = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
-        session.execute(insert(Queue).values(name=name).on_conflict_do_nothing())
+        session.execute(insert_ignoring_conflict(session, Queue, {"name": name}, ["name"]))
         queue = session.execute(select(Queue).where(Queue.name == name)).scalar_one()
     return queue
 

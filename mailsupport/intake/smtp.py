@@ -34,6 +34,17 @@ class _LMTP(LMTP):
     line_length_limit = LONG_LINE_LIMIT
 
 
+def _quiet_protocol_log() -> None:
+    """Keep aiosmtpd's per-command trace for debugging only.
+
+    At INFO it logs five lines for every mail (each command and its arguments), which cost the
+    listener about a tenth of its time under load and says less than the pipeline's one line
+    per message. Its warnings and errors still show; ``-v`` brings the trace back.
+    """
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
 def _address_only(address: str) -> str:
     return address.strip().strip("<>").lower()
 
@@ -42,14 +53,14 @@ class IntakeHandler:
     """aiosmtpd handler: recipient checks and store-before-250."""
 
     def __init__(self, config: Config, writer: InboxWriter, *, lmtp: bool) -> None:
-        self._accepted = config.support_addresses
+        self._config = config
         self._writer = writer
         self._lmtp = lmtp
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if _address_only(address) not in self._accepted:
+        if self._config.base_address(address) is None:
             return f"550 5.1.1 <{address}>: recipient not accepted here"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -99,6 +110,7 @@ class Listener:
         )
 
     async def start(self) -> tuple[str, int]:
+        _quiet_protocol_log()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol,

@@ -136,6 +136,14 @@ def _add_message(
         actor=contact_actor(sender.email),
         kind="message",
         now=now,
-        data={"message_id": parsed.message_id, "direction": Direction.IN, "reason": reason},
+        data={
+            "message_id": parsed.message_id,
+            "direction": Direction.IN,
+            "reason": reason,
+            "inbound_id": incoming.inbound_id,
+            "kind": incoming.screening.kind,
+            "no_auto_reply": incoming.screening.no_auto_reply,
+            "screen_reasons": list(incoming.screening.reasons),
+        },
     )
     return message

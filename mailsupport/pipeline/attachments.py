@@ -9,24 +9,20 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Attachment as ParsedAttachment
 from mailsupport.db.models import Attachment, Blob, Message
+from mailsupport.db.upsert import insert_ignoring_conflict
 
 
 def store_attachments(
     session: Session, message: Message, attachments: tuple[ParsedAttachment, ...]
 ) -> None:
-    insert = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
     for position, item in enumerate(attachments):
         digest = hashlib.sha256(item.content).hexdigest()
-        session.execute(
-            insert(Blob)
-            .values(sha256=digest, size=item.size, data=item.content)
-            .on_conflict_do_nothing(index_elements=["sha256"])
-        )
+        values = {"sha256": digest, "size": item.size, "data": item.content}
+        session.execute(insert_ignoring_conflict(session, Blob, values, ["sha256"]))
         message.attachments.append(
             Attachment(
                 id=secrets.token_hex(16),

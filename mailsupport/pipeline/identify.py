@@ -47,7 +47,7 @@ def identify(session: Session, parsed: ParsedMessage, config: Config, now: datet
     seen: set[str] = set()
     copied: list[Contact] = []
     for address in (*parsed.to, *parsed.cc):
-        if address.email in excluded or address.email in seen:
+        if address.email in excluded or address.email in seen or config.base_address(address.email):
             continue
         if len(copied) >= MAX_COPIED:
             break

@@ -13,19 +13,21 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsupport.clock import Clock
 from mailsupport.config import Config
-from mailsupport.core.message import ParsedMessage
+from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import pending_ids
 from mailsupport.db.models import Inbound, InboundState
 from mailsupport.errors import MessageParseError
+from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
+from mailsupport.pipeline.bounce import link_bounce
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import identify
 from mailsupport.pipeline.screen import mark_inbound, screen_message
@@ -54,12 +56,20 @@ class _Loaded:
     received_at: datetime
 
 
+# Just the columns processing needs, in one query: loading the mapped row and then its deferred
+# raw bytes took two round trips and about a tenth of the time spent on each message.
+_LOAD = select(Inbound.raw, Inbound.envelope_from, Inbound.envelope_to, Inbound.received_at).where(
+    Inbound.id == bindparam("inbound_id"), Inbound.state == InboundState.PENDING
+)
+
+
 def _load(factory: sessionmaker[Session], inbound_id: int) -> _Loaded | None:
     with read_session(factory) as session:
-        row = session.get(Inbound, inbound_id)
-        if row is None or row.state != InboundState.PENDING:
-            return None
-        return _Loaded(row.raw, row.envelope_from, tuple(row.envelope_to or ()), row.received_at)
+        found = session.execute(_LOAD, {"inbound_id": inbound_id}).one_or_none()
+    if found is None:
+        return None
+    raw, envelope_from, envelope_to, received_at = found
+    return _Loaded(raw, envelope_from, tuple(envelope_to or ()), received_at)
 
 
 def _claim(session: Session, inbound_id: int) -> Inbound | None:
@@ -74,10 +84,17 @@ def _claim(session: Session, inbound_id: int) -> Inbound | None:
 class Pipeline:
     """Processes stored messages with one configuration and clock."""
 
-    def __init__(self, factory: sessionmaker[Session], config: Config, clock: Clock) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        config: Config,
+        clock: Clock,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.factory = factory
         self.config = config
         self.clock = clock
+        self.notifier = notifier or Notifier(config, clock)
 
     def process_pending(self, limit: int | None = None) -> int:
         """Process the backlog in arrival order; returns how many messages were handled."""
@@ -135,9 +152,12 @@ class Pipeline:
             )
             mark_inbound(row, screening)
             detail = f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
+            if screening.kind is MailKind.BOUNCE:
+                detail = link_bounce(session, incoming, loaded.raw, self.config, now)
             row.state = InboundState.PROCESSED
             row.processed_at = now
             row.outcome = detail
+            self.notifier.flush(session)
             row.quarantine_reason = None
         log.info("message <%s> (inbound %s): %s", parsed.message_id, inbound_id, detail)
         number = ticket.number if ticket else None

@@ -69,7 +69,7 @@ def thread(session: Session, incoming: Incoming, people: People, config: Config)
     sender = people.sender.email if people.sender else ""
     facts = ThreadFacts(
         kind=incoming.screening.kind,
-        from_own_address=sender in config.support_addresses,
+        from_own_address=bool(sender and config.base_address(sender)),
         referenced=_ref(referenced[0]) if referenced else None,
         referenced_message_id=referenced[1] if referenced else "",
         tagged_number=number,

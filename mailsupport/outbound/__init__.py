@@ -1,0 +1,1 @@
+"""Outbound mail: the transactional outbox, notifications derived from events, the sender."""

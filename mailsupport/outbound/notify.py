@@ -1,0 +1,244 @@
+"""Notifications derived from ticket events, queued in the transaction that recorded them.
+
+Whoever changed a ticket (the pipeline, the CLI, later the scheduler and operators' mail),
+the same events produce the same mail: an acknowledgement when a customer's mail opens a
+ticket, a notice to the customer and participants when the status changes. Every automatic
+mail first passes the loop breakers of ``policy``; a mail that is held back is recorded as an
+event with the reason, so nobody wonders why a customer got nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailsupport.clock import Clock
+from mailsupport.config import Config
+from mailsupport.core.message import Address
+from mailsupport.core.outmail import (
+    InvalidAddressError,
+    OutgoingMail,
+    new_message_id,
+    validate_address,
+)
+from mailsupport.core.render import RenderError, Templates
+from mailsupport.core.subject import tagged_subject
+from mailsupport.db.models import Contact, Direction, Event, Message, Ticket
+from mailsupport.domain.actors import SYSTEM
+from mailsupport.domain.tickets import participants, record_event, take_new_events
+from mailsupport.outbound.outbox import enqueue
+from mailsupport.outbound.policy import automatic_mail_refusal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Notice:
+    kind: str  # the outbox kind
+    template: str
+    context: dict[str, Any]
+
+
+class Notifier:
+    """Turns the events of one transaction into outbox rows of the same transaction."""
+
+    def __init__(self, config: Config, clock: Clock, templates: Templates | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        override = (
+            Path(config.notifications.templates_dir) if config.notifications.templates_dir else None
+        )
+        self.templates = templates or Templates(override)
+
+    def flush(self, session: Session) -> None:
+        """Derive mail from the events recorded so far in ``session``; call before commit."""
+        by_ticket: dict[int, list[Event]] = defaultdict(list)
+        for event in take_new_events(session):
+            by_ticket[event.ticket_id].append(event)
+        for ticket_id, events in by_ticket.items():
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is not None:
+                self._for_ticket(session, ticket, events)
+
+    def _for_ticket(self, session: Session, ticket: Ticket, events: list[Event]) -> None:
+        kinds = {event.kind for event in events}
+        if "created" in kinds:
+            first_in = next((e for e in events if _inbound_message(e)), None)
+            if first_in is not None:
+                self._acknowledge(session, ticket, first_in)
+        for event in events:
+            if event.kind == "status" and self._announces(event):
+                self._status_notices(session, ticket, event)
+
+    def _announces(self, event: Event) -> bool:
+        # Telling a customer that their own reply reopened the ticket is noise.
+        return event.new in self.config.notifications.statuses and not event.actor.startswith(
+            "contact:"
+        )
+
+    # --- acknowledgement -------------------------------------------------------------------
+
+    def _acknowledge(self, session: Session, ticket: Ticket, trigger: Event) -> None:
+        screened = None
+        if trigger.data.get("no_auto_reply"):
+            evidence = ", ".join(trigger.data.get("screen_reasons", [])) or "machine mail"
+            screened = f"screened: {evidence}"
+        customer_id = str(trigger.data.get("message_id") or "")
+        self._automatic(
+            session,
+            ticket,
+            ticket.requester,
+            _Notice("acknowledgement", "acknowledgement", {}),
+            in_reply_to=customer_id or None,
+            references=(customer_id,) if customer_id else (),
+            refusal=screened,
+        )
+
+    # --- status notices --------------------------------------------------------------------
+
+    def _status_notices(self, session: Session, ticket: Ticket, event: Event) -> None:
+        in_reply_to, references = _thread_of(session, ticket)
+        extra = {"old_status": event.old or "", "new_status": event.new or ""}
+        notice = _Notice("status", f"status_{event.new}", extra)
+        delay = timedelta(seconds=self.config.notifications.combine_seconds)
+        for contact in _audience(session, ticket):
+            # A burst of changes (waiting, then resolved a minute later) becomes one mail
+            # with the final status: each notice replaces the previous, unsent one.
+            self._automatic(
+                session,
+                ticket,
+                contact,
+                notice,
+                in_reply_to=in_reply_to,
+                references=references,
+                delay=delay,
+                coalesce_key=f"status:{ticket.id}:{contact.email}"[:64],
+            )
+
+    def _automatic(
+        self,
+        session: Session,
+        ticket: Ticket,
+        contact: Contact,
+        notice: _Notice,
+        *,
+        in_reply_to: str | None,
+        references: tuple[str, ...],
+        refusal: str | None = None,
+        delay: timedelta = timedelta(0),
+        coalesce_key: str | None = None,
+    ) -> None:
+        """Queue one automatic mail, unless a loop breaker or a composing error holds it back."""
+        now = self.clock.now()
+        refusal = refusal or automatic_mail_refusal(session, self.config, contact.email, now)
+        if refusal is None:
+            try:
+                mail = self._compose(ticket, contact, notice, now, in_reply_to, references)
+            except (InvalidAddressError, RenderError) as exc:
+                refusal = f"cannot compose it: {exc}"
+        if refusal is not None:
+            self._held_back(session, ticket, notice.template, contact.email, refusal, now)
+            return
+        enqueue(
+            session,
+            self.config,
+            mail,
+            ticket=ticket,
+            kind=notice.kind,
+            automatic=True,
+            now=now,
+            send_after=now + delay,
+            coalesce_key=coalesce_key,
+        )
+
+    # --- shared ----------------------------------------------------------------------------
+
+    def _compose(
+        self,
+        ticket: Ticket,
+        contact: Contact,
+        notice: _Notice,
+        now: datetime,
+        in_reply_to: str | None,
+        references: tuple[str, ...],
+    ) -> OutgoingMail:
+        support = self.config.support
+        address = self.config.address_for_queue(ticket.queue.name)
+        language = contact.language or support.language
+        context = {
+            "ticket": {
+                "number": ticket.number,
+                "subject": ticket.subject,
+                "status": ticket.status,
+                "priority": ticket.priority,
+                "queue": ticket.queue.name,
+            },
+            "support_name": support.name,
+            "support_address": address,
+            "tag": support.tag,
+            "contact_name": contact.name,
+            "language": language,
+            **notice.context,
+        }
+        rendered = self.templates.render(notice.template, language, context)
+        return OutgoingMail(
+            from_name=support.name,
+            from_address=address,
+            to=(Address(validate_address(contact.email), contact.name),),
+            subject=tagged_subject(support.tag, ticket.number, rendered.subject),
+            text=rendered.text,
+            html=rendered.html,
+            message_id=new_message_id(address.rpartition("@")[2]),
+            in_reply_to=in_reply_to,
+            references=references,
+            reply_to=Address(address, support.name),
+            auto_submitted="auto-replied",
+            date=now,
+        )
+
+    def _held_back(
+        self, session: Session, ticket: Ticket, what: str, address: str, reason: str, now: datetime
+    ) -> None:
+        log.info("ticket #%s: no %s to %s: %s", ticket.number, what, address, reason)
+        record_event(
+            session,
+            ticket,
+            actor=SYSTEM,
+            kind="auto_reply_suppressed",
+            now=now,
+            new=address,
+            data={"mail": what, "reason": reason},
+        )
+
+
+def _inbound_message(event: Event) -> bool:
+    return event.kind == "message" and event.data.get("direction") == Direction.IN
+
+
+def _audience(session: Session, ticket: Ticket) -> Iterable[Contact]:
+    """The requester and the people copied: everyone a customer-facing notice goes to."""
+    return [p.contact for p in participants(session, ticket)]
+
+
+def _thread_of(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
+    """In-Reply-To and References for a new mail on the ticket: its first and latest mail."""
+    ids = [
+        message_id
+        for message_id in session.execute(
+            select(Message.message_id)
+            .where(Message.ticket_id == ticket.id, Message.internal.is_(False))
+            .order_by(Message.id)
+        ).scalars()
+        if message_id
+    ]
+    if not ids:
+        return None, ()
+    return ids[-1], tuple(dict.fromkeys((ids[0], ids[-1])))
