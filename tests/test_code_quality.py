@@ -21,7 +21,11 @@ def _tool(name: str) -> str:
 
 def test_ruff_clean() -> None:
     result = subprocess.run(
-        [_tool("ruff"), "check", "mailsupport", "tests", "bench"],
+        [
+            _tool("ruff"),
+            "check",
+            *(d for d in ("mailsupport", "tests", "bench") if (REPO / d).is_dir()),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
