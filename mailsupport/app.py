@@ -26,7 +26,13 @@ class App:
         self.engine.dispose()
 
 
-def open_app(config: Config, *, clock: Clock | None = None, migrate: bool = False) -> App:
+def open_app(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    migrate: bool = False,
+    flush_each_commit: bool = True,
+) -> App:
     """Connect to the configured database and make sure its schema is current.
 
     SQLite databases are created and upgraded on the spot when ``migrate`` is set (the
@@ -34,7 +40,11 @@ def open_app(config: Config, *, clock: Clock | None = None, migrate: bool = Fals
     only changes through ``mailsupport db upgrade``.
     """
     try:
-        engine = make_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+        engine = make_engine(
+            config.database.url,
+            busy_timeout=config.database.busy_timeout,
+            flush_each_commit=flush_each_commit,
+        )
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise ConfigError(f"Invalid config: database.url cannot be used: {exc}.") from exc
     app = App(config, engine, make_sessionmaker(engine), clock or SystemClock())

@@ -21,6 +21,8 @@ _ENV_PREFIX = "MAILSUPPORT_"
 _ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+IDLE_REFRESH_MAX = 1500.0  # seconds: well inside the 29 minutes after which servers end IDLE
 LANGUAGES = ("en", "ru")
 
 
@@ -34,6 +36,12 @@ class SupportConfig:
     # Key for signed addresses (bounce and reply addresses). Better given as
     # MAILSUPPORT_SUPPORT_SECRET; when empty, one is generated and kept in the database.
     secret: str = ""
+    # Mail to this address (from a proven operator) is an internal note, never relayed.
+    comment_address: str = ""
+    # The authserv-id of our receiving MTA's Authentication-Results header. A DKIM or DMARC
+    # pass it reports for the From domain proves an operator's identity; empty: only signed
+    # reply addresses do.
+    trusted_authserv_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,52 @@ class PipelineConfig:
     poll_interval: float = 2.0  # seconds between backlog checks when nothing signals new mail
 
 
+IMAP_AFTER_HELP = "must be move:<folder>, flag or delete"
+
+
+@dataclass(frozen=True)
+class ImapAccount:
+    """A mailbox at a provider whose mail the daemon takes in (``[[imap]]``)."""
+
+    name: str
+    host: str
+    username: str
+    port: int = 993
+    tls: str = "ssl"  # ssl (implicit TLS) | starttls | none
+    # Better: MAILSUPPORT_IMAP_<NAME>_PASSWORD or password_file.
+    password: str = field(default="", repr=False)
+    password_file: str = ""
+    folder: str = "INBOX"
+    queue: str = ""  # every mail of the account opens tickets here; empty: routed by address
+    after: str = "move:Processed"  # what is done on the server once a mail is stored
+    address: str = ""  # the mailbox's own address, recorded as the mail's envelope recipient
+    # IDLE is re-issued this often: servers may drop it after 29 minutes, routers forget quiet
+    # connections sooner, and a refresh that gets no answer within ``timeout`` is how a
+    # silently dead connection is noticed.
+    idle_refresh: float = 120.0
+    poll_interval: float = 60.0  # seconds between checks on a server without IDLE
+    timeout: float = 30.0  # seconds any one command may take before the connection is dropped
+
+    @property
+    def after_action(self) -> str:
+        """``move``, ``flag`` or ``delete``."""
+        return self.after.partition(":")[0]
+
+    @property
+    def after_folder(self) -> str:
+        """The folder mail is moved to (empty unless the action is ``move``)."""
+        return self.after.partition(":")[2]
+
+    def secret(self) -> str:
+        """The password, read from password_file when one is named."""
+        if not self.password_file:
+            return self.password
+        try:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read imap {self.name} password_file: {exc}.") from exc
+
+
 @dataclass(frozen=True)
 class Config:
     support: SupportConfig = field(default_factory=SupportConfig)
@@ -117,12 +171,14 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     queues: Mapping[str, str] = field(default_factory=dict)  # extra address -> queue name
+    imap: tuple[ImapAccount, ...] = ()
     source: str = "built-in defaults"
 
     @property
     def support_addresses(self) -> frozenset[str]:
-        """Every address that accepts customer mail."""
-        return frozenset({self.support.address, *self.queues})
+        """Every address that accepts mail: the support address, queues, the comment address."""
+        comment = {self.support.comment_address} if self.support.comment_address else set()
+        return frozenset({self.support.address, *self.queues, *comment})
 
     def base_address(self, address: str) -> str | None:
         """Which of our addresses this is, ignoring a ``+extension``; None when not ours.
@@ -171,6 +227,10 @@ def _address(value: Any) -> str:
     if not _ADDRESS_RE.match(text):
         raise ValueError("must be an email address like support@example.com")
     return text
+
+
+def _optional_address(value: Any) -> str:
+    return _address(value) if isinstance(value, str) and value.strip() else ""
 
 
 def _tag(value: Any) -> str:
@@ -273,6 +333,8 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
             "default_queue": _queue,
             "language": _language,
             "secret": _optional_string,
+            "comment_address": _optional_address,
+            "trusted_authserv_id": _optional_string,
         },
     ),
     "database": (DatabaseConfig, {"url": _db_url, "busy_timeout": _positive_float}),
@@ -328,6 +390,51 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
         {"workers": _non_negative_int, "poll_interval": _positive_float},
     ),
 }
+
+
+def _account_name(value: Any) -> str:
+    text = _string(value)
+    if not _ACCOUNT_RE.match(text):
+        raise ValueError("must be 1-64 letters, digits, dots, dashes or underscores")
+    return text
+
+
+def _imap_after(value: Any) -> str:
+    text = _string(value)
+    action, colon, folder = text.partition(":")
+    if text in ("flag", "delete"):
+        return text
+    if action == "move" and colon and folder.strip():
+        return f"move:{folder.strip()}"
+    raise ValueError(IMAP_AFTER_HELP)
+
+
+def _idle_refresh(value: Any) -> float:
+    seconds = _positive_float(value)
+    if seconds > IDLE_REFRESH_MAX:
+        raise ValueError(
+            f"must be at most {IDLE_REFRESH_MAX:.0f} seconds (servers end IDLE after 29 minutes)"
+        )
+    return seconds
+
+
+_IMAP_FIELDS: dict[str, Validator] = {
+    "name": _account_name,
+    "host": _string,
+    "port": _port,
+    "tls": _choice("ssl", "starttls", "none"),
+    "username": _string,
+    "password": _optional_string,
+    "password_file": _optional_string,
+    "folder": _string,
+    "queue": _queue,
+    "after": _imap_after,
+    "address": _optional_address,
+    "idle_refresh": _idle_refresh,
+    "poll_interval": _positive_float,
+    "timeout": _positive_float,
+}
+_IMAP_REQUIRED = ("name", "host", "username")
 
 _ENV_PARSERS: dict[Validator, Callable[[str], Any]] = {
     _port: int,
@@ -389,17 +496,75 @@ def _build_queues(raw: Any, support: SupportConfig) -> dict[str, str]:
     return queues
 
 
+def imap_password_variable(name: str) -> str:
+    """The environment variable holding an IMAP account's password."""
+    return f"{_ENV_PREFIX}IMAP_{re.sub(r'[^A-Z0-9]', '_', name.upper())}_PASSWORD"
+
+
+def _imap_values(where: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Invalid config: {where} must be a table.")
+    for key in raw:
+        if key not in _IMAP_FIELDS:
+            raise ConfigError(f"Unknown config key {where}.{key}.")
+    for key in _IMAP_REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"Invalid config: {where}.{key} is required.")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            values[key] = _IMAP_FIELDS[key](value)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid config: {where}.{key} {exc}.") from exc
+    return values
+
+
+def _build_account(index: int, raw: Any, env: Mapping[str, str]) -> ImapAccount:
+    where = f"imap[{index}]"
+    values = _imap_values(where, raw)
+    values.setdefault("port", 993 if values.get("tls", "ssl") == "ssl" else 143)
+    variable = imap_password_variable(values["name"])
+    if variable in env:
+        # The environment is where secrets are meant to come from, so it wins over the file.
+        values["password"], values["password_file"] = env[variable], ""
+    if not values.get("address") and _ADDRESS_RE.match(values["username"].lower()):
+        values["address"] = values["username"].lower()
+    account = ImapAccount(**values)
+    if account.after_action == "move" and account.after_folder == account.folder:
+        raise ConfigError(f"Invalid config: {where}.after must name a folder other than folder.")
+    return account
+
+
+def _build_imap(raw: Any, env: Mapping[str, str]) -> tuple[ImapAccount, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("Invalid config: imap must be a list of [[imap]] tables.")
+    accounts: list[ImapAccount] = []
+    seen: dict[str, str] = {}
+    for index, table in enumerate(raw):
+        account = _build_account(index, table, env)
+        # Names must differ in their environment variable too, or one password would serve two.
+        key = imap_password_variable(account.name)
+        if key in seen:
+            raise ConfigError(
+                f"Invalid config: imap[{index}].name repeats {seen[key]!r}; names must be unique."
+            )
+        seen[key] = account.name
+        accounts.append(account)
+    return tuple(accounts)
+
+
 def build_config(
     data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<memory>"
 ) -> Config:
     """Validate a parsed TOML document (plus environment overrides) into a Config."""
     env = os.environ if env is None else env
     for section in data:
-        if section not in _SCHEMA and section != "queues":
+        if section not in _SCHEMA and section not in ("queues", "imap"):
             raise ConfigError(f"Unknown config section [{section}].")
     sections = {name: _build_section(name, data.get(name, {}), env) for name in _SCHEMA}
     queues = _build_queues(data.get("queues", {}), sections["support"])
-    return Config(queues=queues, source=source, **sections)
+    imap = _build_imap(data.get("imap", []), env)
+    return Config(queues=queues, imap=imap, source=source, **sections)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -5,6 +5,8 @@ workers, which are separate processes by default so that parsing does not compet
 listener for one interpreter. Workers also sweep the backlog on start and at an interval, so
 mail stored while the daemon was down (or by the gateway) is processed too. The scheduler
 (APScheduler) runs the outbox sender at an interval, and at once when a worker has queued mail.
+Each IMAP account has a poller thread that stores into the inbox and wakes the workers the
+same way the listener's writer does.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +29,7 @@ from mailsupport.app import App, open_app
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.inbox import Stored
+from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
 from mailsupport.intake.writer import InboxWriter
 from mailsupport.logs import setup_logging
@@ -52,7 +57,9 @@ class _Signals:
 
 def run_worker(config: Config, signals: _Signals, clock: Clock | None = None) -> None:
     """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
-    app = open_app(config, clock=clock, migrate=False)
+    # A processed message whose commit a power cut undoes is simply processed again, outbox
+    # rows included (they share the transaction); only storing mail must be flushed each time.
+    app = open_app(config, clock=clock, migrate=False, flush_each_commit=False)
     pipeline = Pipeline(app.factory, app.config, app.clock)
     try:
         while not signals.stop.is_set():
@@ -72,7 +79,20 @@ def _worker_process_main(config: Config, signals: _Signals) -> None:
     # half-way through a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(logging.INFO)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent, signals), daemon=True).start()
     run_worker(config, signals)
+
+
+def _exit_with_parent(parent: int, signals: _Signals) -> None:
+    """Stop when the daemon is gone (killed outright), instead of working on as an orphan."""
+    while not signals.stop.is_set():
+        if os.getppid() != parent:
+            log.warning("the daemon (pid %s) is gone: stopping this worker", parent)
+            signals.stop.set()
+            signals.wake.set()
+            return
+        time.sleep(1.0)
 
 
 class Daemon:
@@ -86,6 +106,7 @@ class Daemon:
         self._processes = worker_processes
         self.app: App | None = None
         self._writer: InboxWriter | None = None
+        self._imap: ImapIntake | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -102,6 +123,9 @@ class Daemon:
         self._start_workers()
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)
         self._writer.start()
+        if self.config.imap:
+            self._imap = ImapIntake(self.app.factory, self.config, self.clock, self._on_stored)
+            self._imap.start()
         self._start_scheduler()
         if self.config.smtp.enabled:
             self._start_listener()
@@ -188,6 +212,9 @@ class Daemon:
                 self._loop_thread.join(timeout=30)
             self._loop.close()
             self._listener = None
+        if self._imap is not None:
+            self._imap.stop()
+            self._imap = None
         if self._writer is not None:
             self._writer.stop()
         self._stop.set()

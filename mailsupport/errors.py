@@ -25,3 +25,7 @@ class InvalidValueError(MailsupportError):
 
 class StorageError(MailsupportError):
     """The raw message could not be durably stored; the sender should try again later."""
+
+
+class MailboxError(MailsupportError):
+    """An IMAP mailbox cannot be reached or used; the message names the account and why."""

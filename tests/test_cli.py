@@ -22,7 +22,9 @@ def test_operators_add_and_list(config_file: str) -> None:
     result = run_cli(config_file, "operators", "add", "Alice@Example.com", "--name", "Alice")
     assert result.exit_code == 0, result.output
     listed = json.loads(run_cli(config_file, "operators", "list", "--json").stdout)
-    assert listed == [{"email": "alice@example.com", "name": "Alice", "active": True}]
+    assert listed == [
+        {"email": "alice@example.com", "name": "Alice", "active": True, "queues": [], "addresses": []}
+    ]
     again = run_cli(config_file, "operators", "add", "alice@example.com", "--name", "Alice")
     assert again.exit_code == 1
     assert again.output.strip() == "Operator already exists: alice@example.com"

@@ -98,3 +98,74 @@ def test_relay_password_from_a_file(tmp_path: Path) -> None:
     missing = build_config({"relay": {"password_file": str(tmp_path / "nope")}}, env={})
     with pytest.raises(ConfigError, match=r"relay\.password_file"):
         missing.relay.secret()
+
+
+def _imap(**values: object) -> dict[str, object]:
+    return {"imap": [{"name": "main", "host": "imap.example.com", "username": "u", **values}]}
+
+
+def test_imap_accounts_and_their_defaults(tmp_path: Path) -> None:
+    assert build_config({}, env={}).imap == ()
+    secret = tmp_path / "imap.pw"
+    secret.write_text("from-file\n")
+    data = {
+        "imap": [
+            {"name": "main", "host": "imap.example.com", "username": "Support@Example.com"},
+            {
+                "name": "sales-box",
+                "host": "mail.example.com",
+                "username": "sales",
+                "tls": "starttls",
+                "password_file": str(secret),
+                "folder": "Sales",
+                "queue": "sales",
+                "after": "delete",
+            },
+        ]
+    }
+    main, sales = build_config(data, env={"MAILSUPPORT_IMAP_MAIN_PASSWORD": "from-env"}).imap
+    assert (main.port, main.tls, main.folder, main.after) == (993, "ssl", "INBOX", "move:Processed")
+    assert (main.after_action, main.after_folder) == ("move", "Processed")
+    assert main.secret() == "from-env"
+    assert main.address == "support@example.com"  # the login, when it is an address
+    assert "from-env" not in repr(main)
+    assert (sales.port, sales.after_action, sales.after_folder) == (143, "delete", "")
+    assert sales.secret() == "from-file"
+    assert sales.address == ""
+    # The environment wins over a file; the variable is the name upper-cased, A-Z 0-9 and _.
+    env = {"MAILSUPPORT_IMAP_SALES_BOX_PASSWORD": "env"}
+    assert build_config(data, env=env).imap[1].secret() == "env"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_imap(hostt="x"), "Unknown config key imap[0].hostt."),
+        (_imap(port=99999), "Invalid config: imap[0].port must be an integer from 0 to 65535."),
+        (_imap(tls="yes"), "imap[0].tls must be one of ssl, starttls, none"),
+        (_imap(after="archive"), "imap[0].after must be move:<folder>, flag or delete"),
+        (_imap(after="move:"), "imap[0].after must be move:<folder>, flag or delete"),
+        (_imap(after="move:INBOX"), "imap[0].after must name a folder other than folder"),
+        (_imap(queue="Bad Queue"), "imap[0].queue must be a lower-case queue name"),
+        (_imap(idle_refresh=1800), "imap[0].idle_refresh must be at most 1500 seconds"),
+        (_imap(name="two words"), "imap[0].name must be 1-64 letters"),
+        ({"imap": [{"name": "main", "host": "h"}]}, "imap[0].username is required"),
+        ({"imap": {"name": "main"}}, "imap must be a list of [[imap]] tables"),
+        ({"imap": ["main"]}, "imap[0] must be a table"),
+        (
+            {"imap": [{"name": n, "host": "h", "username": "u"} for n in ("main", "MAIN")]},
+            "imap[1].name repeats 'main'",
+        ),
+    ],
+)
+def test_bad_imap_config_names_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(data, env={})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_imap_password_file_that_cannot_be_read(tmp_path: Path) -> None:
+    config = build_config(_imap(password_file=str(tmp_path / "missing")), env={})
+    with pytest.raises(ConfigError, match=r"Cannot read imap main password_file"):
+        config.imap[0].secret()

@@ -391,7 +391,7 @@ LOOP_TRIGGERS: dict[str, dict[str, Any]] = {
     "postmaster": {"sender": "postmaster@customer.test"},
     "noreply": {"sender": "no-reply@customer.test"},
     "our-own-address": {"sender": "support@example.com"},
-    "our-message-id-domain": {"message_id": "<loop123@example.com>"},
+    "our-message-id": {"message_id": f"<{new_message_id('example.com')}>"},
 }
 
 

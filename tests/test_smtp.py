@@ -165,3 +165,26 @@ def test_lmtp_answers_once_per_accepted_recipient(tmp_path: Path, sqlite_url: st
         wait_for(lambda: _ticket_count(daemon) == 1)
     finally:
         daemon.stop()
+
+
+def test_data_is_stored_exactly_as_sent(daemon: Daemon) -> None:
+    """Dot-stuffing undone, long lines kept, nothing else touched."""
+    assert daemon.smtp_address is not None and daemon.app is not None
+    body = ".leading dot\r\n..two dots\r\n.\r\nnot the end\r\n" + "x" * 5000 + "\r\n"
+    raw = (
+        make_mail(message_id="<exact@customer.test>")
+        .replace(b"\n", b"\r\n")
+        .replace(b"\r\r\n", b"\r\n")
+    )
+    raw += body.encode()
+    with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+        client.sendmail("carol@customer.test", ["support@example.com"], raw)
+    from sqlalchemy import select
+
+    from mailsupport.db.models import Inbound
+
+    with daemon.app.factory() as session:
+        stored = session.execute(
+            select(Inbound.raw).where(Inbound.message_id == "exact@customer.test")
+        ).scalar_one()
+    assert stored == raw

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailsupport import __version__
 from mailsupport.cli.context import CliContext
 from mailsupport.cli.db import db
+from mailsupport.cli.imap import imap
 from mailsupport.cli.intake import deliver, import_group
 from mailsupport.cli.operators import operators
 from mailsupport.cli.outbox import outbox
@@ -57,7 +58,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.call_on_close(context.close)
 
 
-for command in (serve, db, deliver, import_group, tickets, operators, quarantine, outbox):
+for command in (serve, db, deliver, import_group, tickets, operators, quarantine, outbox, imap):
     cli.add_command(command)
 
 

@@ -1,13 +1,38 @@
-"""``mailsupport operators``: the people who answer tickets."""
+"""``mailsupport operators``: the people who answer tickets, their queues and addresses."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
 from mailsupport.cli.context import CliContext, pass_context
-from mailsupport.domain.operators import add_operator, list_operators
+from mailsupport.db.models import Operator
+from mailsupport.domain.operators import (
+    add_address,
+    add_operator,
+    addresses_of,
+    find_operator,
+    join_queue,
+    leave_queue,
+    list_operators,
+    queues_of,
+    remove_address,
+    remove_operator,
+)
+from mailsupport.domain.tickets import find_queue, get_or_create_queue
+
+
+def _view(session: Session, operator: Operator) -> dict[str, Any]:
+    return {
+        "email": operator.email,
+        "name": operator.name,
+        "active": operator.active,
+        "queues": queues_of(session, operator),
+        "addresses": addresses_of(session, operator)[1:],
+    }
 
 
 @click.group()
@@ -18,26 +43,97 @@ def operators() -> None:
 @operators.command("add")
 @click.argument("email")
 @click.option("--name", required=True, help="How the operator is shown (e.g. 'Alice').")
+@click.option("--queue", "queues", multiple=True, help="A queue they work in; may repeat.")
 @pass_context
-def add_command(ctx: CliContext, email: str, name: str) -> None:
+def add_command(ctx: CliContext, email: str, name: str, queues: tuple[str, ...]) -> None:
     """Add an operator."""
     with ctx.transaction() as session:
         operator = add_operator(session, email, name, ctx.app.clock.now())
+        for queue in queues:
+            join_queue(session, operator, get_or_create_queue(session, queue.strip().lower()))
     click.echo(f"Added operator {operator.name} <{operator.email}>")
+
+
+@operators.command("remove")
+@click.argument("operator")
+@pass_context
+def remove_command(ctx: CliContext, operator: str) -> None:
+    """Deactivate an operator (their history is kept)."""
+    with ctx.transaction() as session:
+        who = remove_operator(session, operator)
+    click.echo(f"Deactivated operator {who.email}")
 
 
 @operators.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 def list_command(ctx: CliContext, as_json: bool) -> None:
-    """List operators."""
+    """List operators with their queues and alternate addresses."""
     with ctx.transaction() as session:
-        rows = [
-            {"email": o.email, "name": o.name, "active": o.active} for o in list_operators(session)
-        ]
+        rows = [_view(session, o) for o in list_operators(session)]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
         state = "" if row["active"] else "  (inactive)"
-        click.echo(f"{row['email']:<32} {row['name']}{state}")
+        queues = ",".join(row["queues"]) or "-"
+        extra = f"  also {', '.join(row['addresses'])}" if row["addresses"] else ""
+        click.echo(f"{row['email']:<32} {row['name']:<20} {queues}{extra}{state}")
+
+
+@operators.group("queue")
+def queue_group() -> None:
+    """An operator's queues."""
+
+
+@queue_group.command("add")
+@click.argument("operator")
+@click.argument("queue")
+@pass_context
+def queue_add(ctx: CliContext, operator: str, queue: str) -> None:
+    """Put an operator in a queue (created if new)."""
+    with ctx.transaction() as session:
+        who = find_operator(session, operator)
+        join_queue(session, who, get_or_create_queue(session, queue.strip().lower()))
+    click.echo(f"{who.email} works in {queue}")
+
+
+@queue_group.command("remove")
+@click.argument("operator")
+@click.argument("queue")
+@pass_context
+def queue_remove(ctx: CliContext, operator: str, queue: str) -> None:
+    """Take an operator out of a queue."""
+    with ctx.transaction() as session:
+        who = find_operator(session, operator)
+        leave_queue(session, who, find_queue(session, queue))
+    click.echo(f"{who.email} left {queue}")
+
+
+@operators.group("address")
+def address_group() -> None:
+    """An operator's alternate addresses."""
+
+
+@address_group.command("add")
+@click.argument("operator")
+@click.argument("address")
+@pass_context
+def address_add(ctx: CliContext, operator: str, address: str) -> None:
+    """Let an operator also write from ADDRESS."""
+    with ctx.transaction() as session:
+        who = find_operator(session, operator)
+        add_address(session, who, address)
+    click.echo(f"{who.email} also writes from {address.lower()}")
+
+
+@address_group.command("remove")
+@click.argument("operator")
+@click.argument("address")
+@pass_context
+def address_remove(ctx: CliContext, operator: str, address: str) -> None:
+    """Forget an alternate address."""
+    with ctx.transaction() as session:
+        who = find_operator(session, operator)
+        remove_address(session, who, address)
+    click.echo(f"{who.email} no longer writes from {address.lower()}")

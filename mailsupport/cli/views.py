@@ -27,6 +27,7 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
         "assignee": ticket.assignee.email if ticket.assignee else None,
         "created_at": _iso(ticket.created_at),
         "updated_at": _iso(ticket.updated_at),
+        "first_response_at": _iso(ticket.first_response_at) if ticket.first_response_at else None,
     }
 
 

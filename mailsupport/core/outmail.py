@@ -169,6 +169,19 @@ def new_message_id(domain: str) -> str:
     return f"{token}@{host}"
 
 
+_OUR_ID_TOKEN = re.compile(r"[a-z2-7]{32}")
+
+
+def is_our_message_id(message_id: str, domains: frozenset[str]) -> bool:
+    """Whether a Message-ID has the form ``new_message_id`` gives, in one of our domains.
+
+    The domain alone is not enough: colleagues' mail clients (Thunderbird, Exchange) also use
+    the company domain in their ids, and their mail is not ours coming back.
+    """
+    token, at, domain = message_id.strip("<>").lower().rpartition("@")
+    return bool(at) and domain in domains and _OUR_ID_TOKEN.fullmatch(token) is not None
+
+
 def build_message(mail: OutgoingMail) -> bytes:
     """The complete message with CRLF line endings, ready for SMTP DATA."""
     message = MIMEPart(policy=_POLICY)

@@ -14,6 +14,7 @@ import email
 import email.utils
 import io
 import mimetypes
+import quopri
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -255,7 +256,21 @@ def _embedded_attachment(part: Message, content_type: str, collected: _Collected
     except (LookupError, UnicodeError, TypeError, ValueError, MessageError) as exc:
         collected.defects.append(f"{content_type}: not re-serialisable ({type(exc).__name__})")
         data = b""
-    return Attachment(safe_filename(name, content_type), content_type, data)
+    return Attachment(safe_filename(name, content_type), content_type, _undo_encoding(part, data))
+
+
+def _undo_encoding(part: Message, data: bytes) -> bytes:
+    """An attached message sent base64 or quoted-printable (RFC 2046 forbids it, clients do it).
+
+    The email package still parses such a part as a message whose text is the encoded form,
+    so the flattened bytes are decoded here to give back the message that was attached.
+    """
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if encoding == "base64":
+        return _decode_base64(data.strip())
+    if encoding == "quoted-printable":
+        return quopri.decodestring(data.lstrip(b"\r\n"))
+    return data
 
 
 def _flatten(message: Message) -> bytes:

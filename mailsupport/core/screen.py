@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mailsupport.core.message import MailKind, ParsedMessage, Screening
+from mailsupport.core.outmail import is_our_message_id
 
 # Strongest first: a bounce of a list mail is a bounce, an abuse report quoting an
 # auto-reply is a report.
@@ -292,12 +293,14 @@ def _loop_evidence(
     if facts.no_reply_sender:
         yield _Evidence(MailKind.NORMAL, f"sent by {facts.sender}")
     ours = {address.lower() for address in own_addresses}
-    domains = {domain.lower().lstrip("@") for domain in own_domains}
-    if facts.sender in ours or facts.sender.rpartition("@")[2] in domains:
+    local, _, domain = facts.sender.partition("@")
+    # Staff and customers may share our domain; only our own addresses (and their
+    # +subaddresses) are us.
+    if facts.sender in ours or f"{local.partition('+')[0]}@{domain}" in ours:
         yield _Evidence(MailKind.NORMAL, f"sent from our own address {facts.sender}")
-    message_domain = msg.message_id.rpartition("@")[2].lower()
-    if "@" in msg.message_id and message_domain in domains:
-        yield _Evidence(MailKind.NORMAL, f"Message-ID in our own domain {message_domain}")
+    domains = frozenset(d.lower().lstrip("@") for d in own_domains)
+    if is_our_message_id(msg.message_id, domains):
+        yield _Evidence(MailKind.NORMAL, f"our own Message-ID {msg.message_id}")
 
 
 def _auto_submitted(msg: ParsedMessage) -> str | None:

@@ -23,14 +23,19 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, busy_timeout: float = 5.0, echo: bool = False) -> Engine:
+def make_engine(
+    url: str, *, busy_timeout: float = 5.0, echo: bool = False, flush_each_commit: bool = True
+) -> Engine:
     """An engine for ``url``; SQLite gets WAL, full sync and immediate write transactions."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, busy_timeout, echo)
+        return _sqlite_engine(url, busy_timeout, echo, flush_each_commit)
     return create_engine(url, echo=echo, pool_pre_ping=True, future=True)
 
 
-def _sqlite_engine(url: str, busy_timeout: float, echo: bool) -> Engine:
+def _sqlite_engine(url: str, busy_timeout: float, echo: bool, flush_each_commit: bool) -> Engine:
+    # NORMAL keeps WAL consistent but may lose the last commits on power loss (never on a
+    # crash of the process): fine for work that is redone from stored mail, not for storing it.
+    synchronous = "FULL" if flush_each_commit else "NORMAL"
     engine = create_engine(
         url,
         echo=echo,
@@ -43,7 +48,7 @@ def _sqlite_engine(url: str, busy_timeout: float, echo: bool) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.close()

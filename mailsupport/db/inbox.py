@@ -26,6 +26,7 @@ class RawMail:
     channel: str
     envelope_from: str | None = None
     envelope_to: tuple[str, ...] = field(default_factory=tuple)
+    queue: str | None = None  # the queue new tickets go to, when the channel decides it
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> lis
                 "screen_reasons": [],
                 "no_auto_reply": False,
                 "attempts": 0,
+                "queue": mail.queue,
             },
         ).scalar_one_or_none()
         if new_id is not None:

@@ -108,6 +108,7 @@ class Inbound(Base):
     processed_at: Mapped[datetime | None]
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(Text)  # what processing did, in words
+    queue: Mapped[str | None] = mapped_column(String(64))  # set by a channel that decides it (IMAP)
 
     __table_args__ = (Index("ix_inbound_state_id", "state", "id"),)
 
@@ -153,6 +154,41 @@ class Operator(Base):
     created_at: Mapped[datetime]
 
 
+class OperatorQueue(Base):
+    """An operator's membership of a queue: they get its unassigned tickets' mail."""
+
+    __tablename__ = "operator_queues"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
+
+    __table_args__ = (UniqueConstraint("operator_id", "queue_id"),)
+
+
+class OperatorAddress(Base):
+    """Another address an operator writes from (a phone, an old mailbox)."""
+
+    __tablename__ = "operator_addresses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+
+
+class TimeEntry(Base):
+    """Time an operator spent on a ticket (``#time 30m call``)."""
+
+    __tablename__ = "time_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"))
+    minutes: Mapped[int] = mapped_column(Integer)
+    work_type: Mapped[str] = mapped_column(String(100), default="")
+    at: Mapped[datetime]
+
+
 class Ticket(Base):
     __tablename__ = "tickets"
 
@@ -166,6 +202,7 @@ class Ticket(Base):
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    first_response_at: Mapped[datetime | None]  # an operator's first reply to the customer
 
     queue: Mapped[Queue] = relationship(lazy="joined")
     requester: Mapped[Contact] = relationship(lazy="joined")
@@ -212,6 +249,7 @@ class Message(Base):
     kind: Mapped[str] = mapped_column(String(16), default="normal")
     thread_reason: Mapped[str] = mapped_column(Text)
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))  # proven author
 
     attachments: Mapped[list[Attachment]] = relationship(
         lazy="selectin", order_by="Attachment.position"
@@ -323,3 +361,25 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ImapCheckpoint(Base):
+    """How far an IMAP account's folder has been taken in, and how its poller fares.
+
+    ``last_uid`` only advances in the transaction that stores the mail up to it, so a message
+    at or below it is never stored again under the same ``uidvalidity``. The status columns are
+    here so that ``mailsupport imap status`` in another process sees what the daemon sees.
+    """
+
+    __tablename__ = "imap_checkpoints"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(255), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)  # unsigned 32-bit: BIGINT
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    backlog: Mapped[int] = mapped_column(Integer, default=0)  # above last_uid at the last look
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]  # the last time the folder was checked fully
+    updated_at: Mapped[datetime]  # any news from the poller: a heartbeat for ``connected``

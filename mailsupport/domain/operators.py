@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailsupport.db.models import Operator
+from mailsupport.db.models import Operator, OperatorAddress, OperatorQueue, Queue
 from mailsupport.errors import InvalidValueError, NotFoundError
 
 _EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
@@ -59,4 +59,111 @@ def find_operator(session: Session, ref: str) -> Operator:
 
 
 def operator_emails(session: Session) -> frozenset[str]:
-    return frozenset(session.execute(select(Operator.email)).scalars())
+    """Every address operators write from, theirs and alternate ones."""
+    primary = session.execute(select(Operator.email)).scalars()
+    alternate = session.execute(select(OperatorAddress.address)).scalars()
+    return frozenset((*primary, *alternate))
+
+
+def remove_operator(session: Session, ref: str) -> Operator:
+    """Deactivate an operator: their history stays, they get no more mail and prove nothing."""
+    operator = find_operator(session, ref)
+    operator.active = False
+    return operator
+
+
+def operator_by_address(session: Session, address: str) -> Operator | None:
+    """The active operator writing from this address (their own or an alternate one)."""
+    address = address.strip().lower()
+    operator = session.execute(
+        select(Operator).where(Operator.email == address, Operator.active.is_(True))
+    ).scalar_one_or_none()
+    if operator is not None:
+        return operator
+    return session.execute(
+        select(Operator)
+        .join(OperatorAddress, OperatorAddress.operator_id == Operator.id)
+        .where(OperatorAddress.address == address, Operator.active.is_(True))
+    ).scalar_one_or_none()
+
+
+def add_address(session: Session, operator: Operator, address: str) -> None:
+    address = address.strip().lower()
+    if not _EMAIL_RE.match(address):
+        raise InvalidValueError(f"Not an email address: {address}")
+    taken = session.execute(select(Operator.id).where(Operator.email == address)).first()
+    other = session.execute(
+        select(OperatorAddress.operator_id).where(OperatorAddress.address == address)
+    ).scalar_one_or_none()
+    if taken is not None or other is not None:
+        raise InvalidValueError(f"Address already belongs to an operator: {address}")
+    session.add(OperatorAddress(operator_id=operator.id, address=address))
+
+
+def remove_address(session: Session, operator: Operator, address: str) -> None:
+    row = session.execute(
+        select(OperatorAddress).where(
+            OperatorAddress.operator_id == operator.id,
+            OperatorAddress.address == address.strip().lower(),
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"{operator.email} has no address {address}")
+    session.delete(row)
+
+
+def addresses_of(session: Session, operator: Operator) -> list[str]:
+    extra = session.execute(
+        select(OperatorAddress.address)
+        .where(OperatorAddress.operator_id == operator.id)
+        .order_by(OperatorAddress.address)
+    ).scalars()
+    return [operator.email, *extra]
+
+
+def join_queue(session: Session, operator: Operator, queue: Queue) -> bool:
+    found = session.execute(
+        select(OperatorQueue.id).where(
+            OperatorQueue.operator_id == operator.id, OperatorQueue.queue_id == queue.id
+        )
+    ).first()
+    if found is not None:
+        return False
+    session.add(OperatorQueue(operator_id=operator.id, queue_id=queue.id))
+    return True
+
+
+def leave_queue(session: Session, operator: Operator, queue: Queue) -> None:
+    row = session.execute(
+        select(OperatorQueue).where(
+            OperatorQueue.operator_id == operator.id, OperatorQueue.queue_id == queue.id
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"{operator.email} is not in queue {queue.name}")
+    session.delete(row)
+
+
+def queues_of(session: Session, operator: Operator) -> list[str]:
+    return list(
+        session.execute(
+            select(Queue.name)
+            .join(OperatorQueue, OperatorQueue.queue_id == Queue.id)
+            .where(OperatorQueue.operator_id == operator.id)
+            .order_by(Queue.name)
+        ).scalars()
+    )
+
+
+def queue_members(session: Session, queue_id: int) -> Sequence[Operator]:
+    """Active operators of a queue: who gets its unassigned tickets' mail."""
+    return (
+        session.execute(
+            select(Operator)
+            .join(OperatorQueue, OperatorQueue.operator_id == Operator.id)
+            .where(OperatorQueue.queue_id == queue_id, Operator.active.is_(True))
+            .order_by(Operator.email)
+        )
+        .scalars()
+        .all()
+    )

@@ -23,8 +23,10 @@ from mailsupport.db.models import (
     Queue,
     Ticket,
     TicketStatus,
+    TimeEntry,
 )
 from mailsupport.db.upsert import insert_ignoring_conflict
+from mailsupport.domain.actors import operator_actor
 from mailsupport.errors import InvalidValueError, NotFoundError
 
 TICKET_COUNTER = "ticket"
@@ -239,4 +241,61 @@ def add_participant(
         new=contact.email,
         data={"role": role},
     )
+    return True
+
+
+def set_queue(session: Session, ticket: Ticket, queue: Queue, *, actor: str, now: datetime) -> bool:
+    if ticket.queue_id == queue.id:
+        return False
+    old = ticket.queue.name
+    ticket.queue = queue
+    _touch(ticket, now)
+    record_event(session, ticket, actor=actor, kind="queue", now=now, old=old, new=queue.name)
+    return True
+
+
+def find_queue(session: Session, name: str) -> Queue:
+    queue = session.execute(
+        select(Queue).where(Queue.name == name.strip().lower())
+    ).scalar_one_or_none()
+    if queue is None:
+        raise NotFoundError(f"No such queue: {name}")
+    return queue
+
+
+def add_time(
+    session: Session,
+    ticket: Ticket,
+    operator: Operator,
+    minutes: int,
+    work_type: str,
+    *,
+    now: datetime,
+) -> TimeEntry:
+    entry = TimeEntry(
+        ticket_id=ticket.id,
+        operator_id=operator.id,
+        minutes=minutes,
+        work_type=work_type[:100],
+        at=now,
+    )
+    session.add(entry)
+    record_event(
+        session,
+        ticket,
+        actor=operator_actor(operator.email),
+        kind="time",
+        now=now,
+        new=str(minutes),
+        data={"minutes": minutes, "work_type": work_type},
+    )
+    return entry
+
+
+def record_first_response(session: Session, ticket: Ticket, *, actor: str, now: datetime) -> bool:
+    """Mark the ticket's first response, once; SLA clocks measure from it."""
+    if ticket.first_response_at is not None:
+        return False
+    ticket.first_response_at = now
+    record_event(session, ticket, actor=actor, kind="first_response", now=now)
     return True

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailsupport.clock import Clock
 from mailsupport.config import Config
-from mailsupport.core.message import Address
+from mailsupport.core.message import Address, MailKind
 from mailsupport.core.outmail import (
     InvalidAddressError,
     OutgoingMail,
@@ -31,11 +31,12 @@ from mailsupport.core.outmail import (
 )
 from mailsupport.core.render import RenderError, Templates
 from mailsupport.core.subject import tagged_subject
-from mailsupport.db.models import Contact, Direction, Event, Message, Ticket
+from mailsupport.db.models import Contact, Direction, Event, Message, Operator, Ticket
 from mailsupport.domain.actors import SYSTEM
 from mailsupport.domain.tickets import participants, record_event, take_new_events
 from mailsupport.outbound.outbox import enqueue
 from mailsupport.outbound.policy import automatic_mail_refusal
+from mailsupport.outbound.staff import StaffMail, ticket_thread
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Notifier:
             Path(config.notifications.templates_dir) if config.notifications.templates_dir else None
         )
         self.templates = templates or Templates(override)
+        self.staff = StaffMail(config, self.templates)
 
     def flush(self, session: Session) -> None:
         """Derive mail from the events recorded so far in ``session``; call before commit."""
@@ -69,14 +71,68 @@ class Notifier:
                 self._for_ticket(session, ticket, events)
 
     def _for_ticket(self, session: Session, ticket: Ticket, events: list[Event]) -> None:
-        kinds = {event.kind for event in events}
-        if "created" in kinds:
-            first_in = next((e for e in events if _inbound_message(e)), None)
-            if first_in is not None:
-                self._acknowledge(session, ticket, first_in)
+        created = any(event.kind == "created" for event in events)
         for event in events:
-            if event.kind == "status" and self._announces(event):
+            if _inbound_message(event) and created:
+                self._acknowledge(session, ticket, event)
+                self._tell_operators(session, ticket, event, "operator_new_ticket")
+                created = False
+            elif _inbound_message(event) and event.actor.startswith("contact:"):
+                self._tell_operators(session, ticket, event, "operator_follow_up")
+            elif event.kind == "note":
+                self._tell_operators(session, ticket, event, "operator_note")
+            elif event.kind == "status" and self._announces(event):
                 self._status_notices(session, ticket, event)
+
+    # --- operators ------------------------------------------------------------------------
+
+    def _tell_operators(
+        self, session: Session, ticket: Ticket, event: Event, template: str
+    ) -> None:
+        """Mail the operators working on the ticket the new text, signed for their replies."""
+        if event.data.get("kind", MailKind.NORMAL) not in _WORTH_TELLING:
+            return
+        message = session.get(Message, event.data.get("message_row") or 0)
+        if message is None:
+            return
+        author = message.from_name or message.from_email
+        recipients = list(self.staff.operators_for(session, ticket))
+        if template == "operator_note":
+            recipients = self._colleagues(session, ticket, message.operator_id)
+        for operator in recipients:
+            if operator.id == message.operator_id:
+                continue
+            try:
+                self.staff.to_operator(
+                    session,
+                    ticket,
+                    operator,
+                    template,
+                    {"text": message.text, "author": author},
+                    now=self.clock.now(),
+                    in_reply_to=message.message_id or None,
+                )
+            except (InvalidAddressError, RenderError) as exc:
+                log.error(
+                    "ticket #%s: cannot mail operator %s: %s", ticket.number, operator.email, exc
+                )
+
+    def _colleagues(
+        self, session: Session, ticket: Ticket, author_id: int | None
+    ) -> list[Operator]:
+        """The other operators on a ticket: who works on it and who has written on it."""
+        writers = (
+            session.execute(
+                select(Operator)
+                .join(Message, Message.operator_id == Operator.id)
+                .where(Message.ticket_id == ticket.id, Operator.active.is_(True))
+            )
+            .scalars()
+            .all()
+        )
+        found = {o.id: o for o in (*self.staff.operators_for(session, ticket), *writers)}
+        found.pop(author_id or 0, None)
+        return list(found.values())
 
     def _announces(self, event: Event) -> bool:
         # Telling a customer that their own reply reopened the ticket is noise.
@@ -105,7 +161,8 @@ class Notifier:
     # --- status notices --------------------------------------------------------------------
 
     def _status_notices(self, session: Session, ticket: Ticket, event: Event) -> None:
-        in_reply_to, references = _thread_of(session, ticket)
+        thread = ticket_thread(session, ticket)
+        in_reply_to, references = thread.in_reply_to, thread.references
         extra = {"old_status": event.old or "", "new_status": event.new or ""}
         notice = _Notice("status", f"status_{event.new}", extra)
         delay = timedelta(seconds=self.config.notifications.combine_seconds)
@@ -219,6 +276,11 @@ class Notifier:
         )
 
 
+# Operators hear about customer mail and list mail (a support address may be a mailing list);
+# bounces, auto-replies and abuse reports are on the ticket for whoever looks.
+_WORTH_TELLING = frozenset({MailKind.NORMAL, MailKind.LIST})
+
+
 def _inbound_message(event: Event) -> bool:
     return event.kind == "message" and event.data.get("direction") == Direction.IN
 
@@ -226,19 +288,3 @@ def _inbound_message(event: Event) -> bool:
 def _audience(session: Session, ticket: Ticket) -> Iterable[Contact]:
     """The requester and the people copied: everyone a customer-facing notice goes to."""
     return [p.contact for p in participants(session, ticket)]
-
-
-def _thread_of(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
-    """In-Reply-To and References for a new mail on the ticket: its first and latest mail."""
-    ids = [
-        message_id
-        for message_id in session.execute(
-            select(Message.message_id)
-            .where(Message.ticket_id == ticket.id, Message.internal.is_(False))
-            .order_by(Message.id)
-        ).scalars()
-        if message_id
-    ]
-    if not ids:
-        return None, ()
-    return ids[-1], tuple(dict.fromkeys((ids[0], ids[-1])))

@@ -62,7 +62,10 @@ def enqueue(
     send_after: datetime | None = None,
     coalesce_key: str | None = None,
     internal: bool = False,
+    record: bool = True,
+    operator_id: int | None = None,
 ) -> Outbox:
+    """Queue ``mail``; ``record`` adds it to the ticket's conversation (not for staff mail)."""
     if coalesce_key is not None:
         cancel_superseded(session, coalesce_key)
     addresses = recipients(mail)
@@ -85,8 +88,10 @@ def enqueue(
     )
     session.add(row)
     session.flush()
-    if ticket is not None:
-        _record_on_ticket(session, ticket, row, mail, internal=internal, now=now)
+    if ticket is not None and record:
+        _record_on_ticket(
+            session, ticket, row, mail, internal=internal, operator_id=operator_id, now=now
+        )
     return row
 
 
@@ -97,6 +102,7 @@ def _record_on_ticket(
     mail: OutgoingMail,
     *,
     internal: bool,
+    operator_id: int | None,
     now: datetime,
 ) -> None:
     session.add(
@@ -116,6 +122,7 @@ def _record_on_ticket(
             kind=row.kind,
             thread_reason=f"sent by us: {row.kind}",
             outbox_id=row.id,
+            operator_id=operator_id,
         )
     )
     record_event(

@@ -40,10 +40,8 @@ def is_robot_address(address: str) -> bool:
     return squashed.startswith(_ROBOTS)
 
 
-def automatic_mail_refusal(
-    session: Session, config: Config, address: str, now: datetime
-) -> str | None:
-    """Why ``address`` must not get an automatic mail now, or None when it may."""
+def delivery_refusal(session: Session, config: Config, address: str) -> str | None:
+    """Why ``address`` must get no mail from us at all, or None."""
     if config.base_address(address) is not None:
         return "it is one of our own addresses"
     if is_robot_address(address):
@@ -51,6 +49,16 @@ def automatic_mail_refusal(
     contact = find_contact(session, address)
     if contact is not None and contact.undeliverable_since is not None:
         return "mail to it has bounced repeatedly"
+    return None
+
+
+def automatic_mail_refusal(
+    session: Session, config: Config, address: str, now: datetime
+) -> str | None:
+    """Why ``address`` must not get an automatic mail now, or None when it may."""
+    refusal = delivery_refusal(session, config, address)
+    if refusal is not None:
+        return refusal
     limits = config.limits
     if (
         _automatic_mails_since(session, address, now - timedelta(hours=1))

@@ -36,7 +36,10 @@ _EARLIEST_SANE_DATE = datetime(1990, 1, 1, tzinfo=UTC)
 
 
 def queue_name(incoming: Incoming, config: Config) -> str:
-    """The queue of the first of our addresses the mail was sent to: envelope first."""
+    """The channel's queue if it set one, else that of the first of our addresses the mail
+    was sent to: envelope first."""
+    if incoming.queue:
+        return incoming.queue
     parsed = incoming.parsed
     header_rcpts = [a.email for a in (*parsed.to, *parsed.cc)]
     header_rcpts += [v.strip("<> ").lower() for v in parsed.header_all("Delivered-To")]
@@ -138,6 +141,7 @@ def _add_message(
         now=now,
         data={
             "message_id": parsed.message_id,
+            "message_row": message.id,
             "direction": Direction.IN,
             "reason": reason,
             "inbound_id": incoming.inbound_id,

@@ -17,3 +17,4 @@ class Incoming:
     received_at: datetime
     parsed: ParsedMessage
     screening: Screening
+    queue: str | None = None  # decided by the channel (an IMAP account's queue), else by address

@@ -23,14 +23,18 @@ from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import pending_ids
-from mailsupport.db.models import Inbound, InboundState
+from mailsupport.db.models import Inbound, InboundState, Ticket
+from mailsupport.domain.actors import contact_actor
+from mailsupport.domain.tickets import record_event
 from mailsupport.errors import MessageParseError
 from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.bounce import link_bounce
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import identify
+from mailsupport.pipeline.operator import Claim, prove_operator
 from mailsupport.pipeline.screen import mark_inbound, screen_message
+from mailsupport.pipeline.staff_route import route_operator_mail
 from mailsupport.pipeline.thread import thread
 
 log = logging.getLogger(__name__)
@@ -54,13 +58,14 @@ class _Loaded:
     envelope_from: str | None
     envelope_to: tuple[str, ...]
     received_at: datetime
+    queue: str | None
 
 
 # Just the columns processing needs, in one query: loading the mapped row and then its deferred
 # raw bytes took two round trips and about a tenth of the time spent on each message.
-_LOAD = select(Inbound.raw, Inbound.envelope_from, Inbound.envelope_to, Inbound.received_at).where(
-    Inbound.id == bindparam("inbound_id"), Inbound.state == InboundState.PENDING
-)
+_LOAD = select(
+    Inbound.raw, Inbound.envelope_from, Inbound.envelope_to, Inbound.received_at, Inbound.queue
+).where(Inbound.id == bindparam("inbound_id"), Inbound.state == InboundState.PENDING)
 
 
 def _load(factory: sessionmaker[Session], inbound_id: int) -> _Loaded | None:
@@ -68,8 +73,8 @@ def _load(factory: sessionmaker[Session], inbound_id: int) -> _Loaded | None:
         found = session.execute(_LOAD, {"inbound_id": inbound_id}).one_or_none()
     if found is None:
         return None
-    raw, envelope_from, envelope_to, received_at = found
-    return _Loaded(raw, envelope_from, tuple(envelope_to or ()), received_at)
+    raw, envelope_from, envelope_to, received_at, queue = found
+    return _Loaded(raw, envelope_from, tuple(envelope_to or ()), received_at, queue)
 
 
 def _claim(session: Session, inbound_id: int) -> Inbound | None:
@@ -95,6 +100,7 @@ class Pipeline:
         self.config = config
         self.clock = clock
         self.notifier = notifier or Notifier(config, clock)
+        self.staff = self.notifier.staff
 
     def process_pending(self, limit: int | None = None) -> int:
         """Process the backlog in arrival order; returns how many messages were handled."""
@@ -138,22 +144,10 @@ class Pipeline:
                 return None
             screening = screen_message(parsed, loaded.envelope_from, self.config)
             incoming = Incoming(
-                inbound_id, loaded.envelope_to, loaded.received_at, parsed, screening
+                inbound_id, loaded.envelope_to, loaded.received_at, parsed, screening, loaded.queue
             )
-            people = identify(session, parsed, self.config, now)
-            decision = thread(session, incoming, people, self.config)
-            ticket = apply(
-                session,
-                incoming=incoming,
-                people=people,
-                decision=decision,
-                config=self.config,
-                now=now,
-            )
+            ticket, detail = self._route(session, incoming, loaded.raw, now)
             mark_inbound(row, screening)
-            detail = f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
-            if screening.kind is MailKind.BOUNCE:
-                detail = link_bounce(session, incoming, loaded.raw, self.config, now)
             row.state = InboundState.PROCESSED
             row.processed_at = now
             row.outcome = detail
@@ -162,6 +156,33 @@ class Pipeline:
         log.info("message <%s> (inbound %s): %s", parsed.message_id, inbound_id, detail)
         number = ticket.number if ticket else None
         return Outcome(inbound_id, InboundState.PROCESSED, detail, number)
+
+    def _route(
+        self, session: Session, incoming: Incoming, raw: bytes, now: datetime
+    ) -> tuple[Ticket | None, str]:
+        """Decide where the message goes and apply it; returns the ticket and what was done."""
+        people = identify(session, incoming.parsed, self.config, now)
+        claim = prove_operator(session, incoming, people, self.config)
+        if claim is not None and claim.operator is not None:
+            routed = route_operator_mail(
+                session, incoming, claim, self.config, self.staff, now, raw
+            )
+            if routed is not None:
+                return routed
+        decision = thread(session, incoming, people, self.config)
+        ticket = apply(
+            session,
+            incoming=incoming,
+            people=people,
+            decision=decision,
+            config=self.config,
+            now=now,
+        )
+        if claim is not None and claim.operator is None:
+            _not_proven(session, incoming, ticket, claim, now)
+        if incoming.screening.kind is MailKind.BOUNCE:
+            return ticket, link_bounce(session, incoming, raw, self.config, now)
+        return ticket, f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
 
     def _transient_failure(self, inbound_id: int, exc: OperationalError) -> Outcome | None:
         log.warning("inbound %s: database error, will retry: %s", inbound_id, exc.orig)
@@ -187,6 +208,26 @@ class Pipeline:
                 row.processed_at = self.clock.now()
         log.warning("inbound %s quarantined: %s", inbound_id, reason)
         return Outcome(inbound_id, InboundState.QUARANTINED, reason)
+
+
+def _not_proven(
+    session: Session, incoming: Incoming, ticket: Ticket | None, claim: Claim, now: datetime
+) -> None:
+    """Mail from an operator's address without proof: logged, and recorded on its ticket."""
+    log.warning(
+        "message <%s> not trusted as an operator's: %s", incoming.parsed.message_id, claim.evidence
+    )
+    if ticket is not None:
+        sender = incoming.parsed.from_.email if incoming.parsed.from_ else ""
+        record_event(
+            session,
+            ticket,
+            actor=contact_actor(sender),
+            kind="operator_unverified",
+            now=now,
+            new=sender,
+            data={"reason": claim.evidence, "message_id": incoming.parsed.message_id},
+        )
 
 
 def _describe(exc: Exception) -> str:

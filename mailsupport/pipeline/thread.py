@@ -6,13 +6,13 @@ sender takes part in it) and leaves the decision to the pure ``core.threads.deci
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
 from mailsupport.core.subject import find_ticket_number
 from mailsupport.core.threads import Decision, ThreadFacts, TicketRef, decide
-from mailsupport.db.models import Message, Ticket, TicketStatus
+from mailsupport.db.models import Message, Outbox, Ticket, TicketStatus
 from mailsupport.domain.tickets import is_participant
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import People
@@ -37,11 +37,15 @@ def referenced_ticket(session: Session, incoming: Incoming) -> tuple[Ticket, str
     ids = _candidate_ids(incoming)
     if not ids:
         return None
+    # Mail we sent to operators is not a message of the conversation, only an outbox row.
+    stored = select(Message.message_id, Message.ticket_id).where(Message.message_id.in_(ids))
+    sent = select(Outbox.message_id, Outbox.ticket_id).where(
+        Outbox.message_id.in_(ids), Outbox.ticket_id.is_not(None)
+    )
+    found = union_all(stored, sent).subquery()
     rows = (
         session.execute(
-            select(Message.message_id, Ticket)
-            .join(Ticket, Ticket.id == Message.ticket_id)
-            .where(Message.message_id.in_(ids))
+            select(found.c.message_id, Ticket).join(Ticket, Ticket.id == found.c.ticket_id)
         )
         .unique()
         .all()

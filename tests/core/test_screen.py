@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mailsupport.core.message import MailKind, Screening
+from mailsupport.core.outmail import new_message_id
 from mailsupport.core.parse import parse_message
 from mailsupport.core.screen import screen
 
@@ -262,11 +263,17 @@ def test_null_return_path_alone_is_never_answered() -> None:
 
 
 def test_our_own_mail_is_never_answered() -> None:
-    own = {"own_addresses": frozenset({"Support@Example.com"}), "own_domains": frozenset()}
+    own = {"own_addresses": frozenset({"support@example.com"}), "own_domains": frozenset()}
     assert check("From: support@example.com", "Subject: x", **own).no_auto_reply
+    assert check("From: support+bounce-1-x@example.com", "Subject: x", **own).no_auto_reply
     by_domain = {"own_domains": frozenset({"example.com"})}
-    assert check("From: alice@example.com", "Subject: x", **by_domain).no_auto_reply
-    looped = check(*HUMAN, "Message-ID: <42.abc@example.com>", "Subject: x", **by_domain)
+    # A colleague at our domain is a person, and so is their mail client's Message-ID.
+    assert not check("From: alice@example.com", "Subject: x", **by_domain).no_auto_reply
+    assert not check(
+        *HUMAN, "Message-ID: <42.abc@example.com>", "Subject: x", **by_domain
+    ).no_auto_reply
+    ours = new_message_id("example.com")
+    looped = check(*HUMAN, f"Message-ID: <{ours}>", "Subject: x", **by_domain)
     assert looped.kind is MailKind.NORMAL
     assert looped.no_auto_reply
     assert any("Message-ID" in reason for reason in looped.reasons)

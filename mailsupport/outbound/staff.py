@@ -1,0 +1,197 @@
+"""Mail between the ticket and its operators: notifications, transcripts, relayed replies.
+
+Mail to an operator carries a Reply-To that is signed for that operator and ticket, so their
+reply proves who they are. Mail relayed to the customer comes from the support address as
+"Alice via ACME Support": the operator's own address never reaches the customer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailsupport.config import Config
+from mailsupport.core.message import Address, Attachment
+from mailsupport.core.outmail import OutgoingMail, new_message_id, validate_address
+from mailsupport.core.render import Templates
+from mailsupport.core.replyaddr import reply_address
+from mailsupport.core.subject import tagged_subject
+from mailsupport.db.models import Contact, Message, Operator, Ticket
+from mailsupport.domain.operators import queue_members
+from mailsupport.domain.settings import server_secret
+from mailsupport.domain.tickets import participants
+from mailsupport.outbound.outbox import enqueue
+from mailsupport.outbound.policy import delivery_refusal
+
+STAFF_LANGUAGE_FALLBACK = "en"
+
+
+@dataclass(frozen=True)
+class Thread:
+    """Threading headers for a new mail on a ticket."""
+
+    in_reply_to: str | None
+    references: tuple[str, ...]
+
+
+def ticket_thread(session: Session, ticket: Ticket, latest: str | None = None) -> Thread:
+    """The ticket's first customer-visible mail and the latest (or ``latest``) one."""
+    ids = [
+        message_id
+        for message_id in session.execute(
+            select(Message.message_id)
+            .where(Message.ticket_id == ticket.id, Message.internal.is_(False))
+            .order_by(Message.id)
+        ).scalars()
+        if message_id
+    ]
+    last = latest or (ids[-1] if ids else None)
+    if last is None:
+        return Thread(None, ())
+    return Thread(last, tuple(dict.fromkeys((*ids[:1], last))))
+
+
+def ticket_summary(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "number": ticket.number,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "queue": ticket.queue.name,
+        "requester": str(Address(ticket.requester.email, ticket.requester.name)),
+        "assignee": ticket.assignee.name if ticket.assignee else "",
+    }
+
+
+class StaffMail:
+    """Composes and queues the mail that goes to operators or on their behalf."""
+
+    def __init__(self, config: Config, templates: Templates) -> None:
+        self.config = config
+        self.templates = templates
+
+    def _queue_address(self, ticket: Ticket) -> str:
+        return self.config.address_for_queue(ticket.queue.name)
+
+    def to_operator(
+        self,
+        session: Session,
+        ticket: Ticket,
+        operator: Operator,
+        template: str,
+        context: dict[str, Any],
+        *,
+        now: datetime,
+        in_reply_to: str | None = None,
+    ) -> None:
+        """A notification or transcript for one operator, answerable from their mail client."""
+        address = self._queue_address(ticket)
+        support = self.config.support
+        signed = reply_address(
+            address, ticket.number, operator.id, server_secret(session, self.config)
+        )
+        values = {
+            "ticket": ticket_summary(ticket),
+            "support_name": support.name,
+            "support_address": address,
+            "tag": support.tag,
+            "contact_name": operator.name,
+            "language": support.language,
+            **context,
+        }
+        rendered = self.templates.render(template, support.language, values)
+        mail = OutgoingMail(
+            from_name=support.name,
+            from_address=address,
+            to=(Address(validate_address(operator.email), operator.name),),
+            subject=tagged_subject(support.tag, ticket.number, rendered.subject),
+            text=rendered.text,
+            html=rendered.html,
+            message_id=new_message_id(address.rpartition("@")[2]),
+            in_reply_to=in_reply_to,
+            references=(in_reply_to,) if in_reply_to else (),
+            reply_to=Address(signed, support.name),
+            auto_submitted="auto-generated",
+            date=now,
+        )
+        enqueue(
+            session,
+            self.config,
+            mail,
+            ticket=ticket,
+            kind=template,
+            automatic=False,
+            now=now,
+            record=False,
+        )
+
+    def relay(
+        self,
+        session: Session,
+        ticket: Ticket,
+        operator: Operator,
+        text: str,
+        attachments: Sequence[Attachment],
+        *,
+        now: datetime,
+    ) -> bool:
+        """Send an operator's reply to the customer and participants; False if nobody can get it."""
+        # A person's reply is not capped like automatic mail; only our own, robot and dead
+        # addresses are left out.
+        audience = [
+            c
+            for c in _customers(session, ticket)
+            if delivery_refusal(session, self.config, c.email) is None
+        ]
+        if not audience:
+            return False
+        address = self._queue_address(ticket)
+        support = self.config.support
+        thread = ticket_thread(session, ticket)
+        mail = OutgoingMail(
+            from_name=f"{operator.name} via {support.name}",
+            from_address=address,
+            to=(_address(audience[0]),),
+            cc=tuple(_address(c) for c in audience[1:]),
+            subject="Re: " + tagged_subject(support.tag, ticket.number, ticket.subject),
+            text=text,
+            message_id=new_message_id(address.rpartition("@")[2]),
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
+            reply_to=Address(address, support.name),
+            auto_submitted=None,
+            date=now,
+            attachments=tuple(attachments),
+        )
+        enqueue(
+            session,
+            self.config,
+            mail,
+            ticket=ticket,
+            kind="reply",
+            automatic=False,
+            now=now,
+            operator_id=operator.id,
+        )
+        return True
+
+    def operators_for(self, session: Session, ticket: Ticket) -> Sequence[Operator]:
+        """Who works on the ticket: its assignee, else its queue's members."""
+        if ticket.assignee is not None and ticket.assignee.active:
+            return [ticket.assignee]
+        return queue_members(session, ticket.queue_id)
+
+
+def _customers(session: Session, ticket: Ticket) -> list[Contact]:
+    people = [p.contact for p in participants(session, ticket)]
+    people.sort(key=lambda c: c.id != ticket.requester_id)  # the requester first
+    return people
+
+
+def _address(contact: Contact) -> Address:
+    return Address(validate_address(contact.email), contact.name)

@@ -1,0 +1,123 @@
+"""Operator reply step: commands, then an internal note, a reply to relay, or a transcript.
+
+The operator's mail is kept on the ticket as an internal message (with the quoted history
+removed); what the customer sees is the relayed copy, sent from the support address. When any
+command is unknown or refused, nothing at all goes to the customer: the operator gets a
+transcript of what was done and what was not, and can send the reply again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from mailsupport.clock import as_utc
+from mailsupport.core.commands import split_commands
+from mailsupport.core.message import MailKind
+from mailsupport.core.quotes import strip_quoted
+from mailsupport.db.models import Direction, Message, Operator, Ticket
+from mailsupport.domain.actors import operator_actor
+from mailsupport.domain.tickets import record_event, record_first_response
+from mailsupport.outbound.staff import StaffMail
+from mailsupport.pipeline.attachments import store_attachments
+from mailsupport.pipeline.commands import CommandResult, run_commands
+from mailsupport.pipeline.context import Incoming
+
+
+@dataclass(frozen=True)
+class OperatorMail:
+    operator: Operator
+    ticket: Ticket
+    evidence: str
+    to_comment_address: bool
+
+
+def handle_reply(
+    session: Session, incoming: Incoming, mail: OperatorMail, staff: StaffMail, now: datetime
+) -> str:
+    """Apply an operator's mail to its ticket; returns what was done, in words."""
+    parsed = incoming.parsed
+    if incoming.screening.kind is not MailKind.NORMAL:
+        # An operator's out-of-office answering our notification: kept, never acted on.
+        _store(session, incoming, mail, parsed.text, now)
+        return f"automatic mail from operator {mail.operator.email} kept internal"
+    block = split_commands(parsed.text)
+    text = strip_quoted(block.body, parsed.html).strip()
+    results = run_commands(session, mail.ticket, mail.operator, block.commands, now)
+    internal = mail.to_comment_address or (
+        bool(block.commands) and block.commands[0].name == "note"
+    )
+    message = _store(session, incoming, mail, text, now)
+    if any(not r.ok for r in results):
+        _transcript(session, mail, results, staff, message.message_id, now)
+        return f"operator {mail.operator.email}: commands refused, nothing relayed"
+    if internal:
+        _note(session, mail, message, now)
+        return f"operator {mail.operator.email}: internal note"
+    if not text:
+        return f"operator {mail.operator.email}: {len(results)} command(s), nothing to relay"
+    if not staff.relay(session, mail.ticket, mail.operator, text, parsed.attachments, now=now):
+        return f"operator {mail.operator.email}: reply kept, no customer address can get it"
+    record_first_response(session, mail.ticket, actor=operator_actor(mail.operator.email), now=now)
+    return f"operator {mail.operator.email}: reply relayed to the customer"
+
+
+def _store(
+    session: Session, incoming: Incoming, mail: OperatorMail, text: str, now: datetime
+) -> Message:
+    parsed = incoming.parsed
+    message = Message(
+        ticket_id=mail.ticket.id,
+        inbound_id=incoming.inbound_id,
+        message_id=parsed.message_id,
+        direction=Direction.IN,
+        internal=True,
+        from_email=mail.operator.email,
+        from_name=mail.operator.name,
+        to=[str(a) for a in parsed.to],
+        cc=[str(a) for a in parsed.cc],
+        subject=parsed.subject,
+        date=as_utc(parsed.date) if parsed.date else now,
+        created_at=now,
+        text=text,
+        kind="operator",
+        thread_reason=f"operator {mail.operator.email}, proven by {mail.evidence}",
+        operator_id=mail.operator.id,
+    )
+    session.add(message)
+    store_attachments(session, message, parsed.attachments)
+    session.flush()
+    mail.ticket.updated_at = now
+    return message
+
+
+def _note(session: Session, mail: OperatorMail, message: Message, now: datetime) -> None:
+    record_event(
+        session,
+        mail.ticket,
+        actor=operator_actor(mail.operator.email),
+        kind="note",
+        now=now,
+        data={"message_row": message.id, "message_id": message.message_id},
+    )
+
+
+def _transcript(
+    session: Session,
+    mail: OperatorMail,
+    results: list[CommandResult],
+    staff: StaffMail,
+    in_reply_to: str,
+    now: datetime,
+) -> None:
+    staff.to_operator(
+        session,
+        mail.ticket,
+        mail.operator,
+        "operator_transcript",
+        {"results": [{"line": r.line, "ok": r.ok, "detail": r.detail} for r in results]},
+        now=now,
+        in_reply_to=in_reply_to or None,
+    )

@@ -1,0 +1,112 @@
+"""Routing a proven operator's mail: to its ticket, or, for a forward, to a new ticket.
+
+The signed reply address names the ticket; mail proven otherwise (DKIM) finds it through our
+Message-IDs or the subject tag, which operators may use freely. An operator's forward of a
+customer's mail to the support address opens a ticket for that customer, who is acknowledged
+as if they had written to us themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailsupport.config import Config
+from mailsupport.core.forward import Forwarded, find_forwarded
+from mailsupport.core.message import MailKind
+from mailsupport.core.subject import find_ticket_number
+from mailsupport.core.threads import Action, Decision
+from mailsupport.db.models import Ticket
+from mailsupport.domain.actors import operator_actor
+from mailsupport.domain.contacts import get_or_create_contact
+from mailsupport.domain.tickets import record_event
+from mailsupport.outbound.staff import StaffMail
+from mailsupport.pipeline.apply import apply
+from mailsupport.pipeline.context import Incoming
+from mailsupport.pipeline.identify import People
+from mailsupport.pipeline.operator import Claim
+from mailsupport.pipeline.operator_reply import OperatorMail, handle_reply
+from mailsupport.pipeline.thread import referenced_ticket
+
+
+def _ticket_of(session: Session, incoming: Incoming, claim: Claim, config: Config) -> Ticket | None:
+    number = claim.ticket_number or None
+    if number is None:
+        found = referenced_ticket(session, incoming)
+        if found is not None:
+            return found[0]
+        number = find_ticket_number(incoming.parsed.subject, config.support.tag)
+    if number is None:
+        return None
+    return (
+        session.execute(select(Ticket).where(Ticket.number == number).with_for_update(of=Ticket))
+        .unique()
+        .scalar_one_or_none()
+    )
+
+
+def route_operator_mail(
+    session: Session,
+    incoming: Incoming,
+    claim: Claim,
+    config: Config,
+    staff: StaffMail,
+    now: datetime,
+    raw: bytes,
+) -> tuple[Ticket | None, str] | None:
+    """Handle a proven operator's mail; None when it should go on as ordinary mail."""
+    assert claim.operator is not None
+    ticket = _ticket_of(session, incoming, claim, config)
+    if ticket is not None:
+        mail = OperatorMail(claim.operator, ticket, claim.evidence, claim.to_comment_address)
+        return ticket, handle_reply(session, incoming, mail, staff, now)
+    forwarded = find_forwarded(incoming.parsed, raw)
+    if forwarded is None or incoming.screening.kind is not MailKind.NORMAL:
+        return None
+    return _open_for_customer(session, incoming, claim, forwarded, config, now)
+
+
+def _open_for_customer(
+    session: Session,
+    incoming: Incoming,
+    claim: Claim,
+    forwarded: Forwarded,
+    config: Config,
+    now: datetime,
+) -> tuple[Ticket | None, str]:
+    assert claim.operator is not None
+    parsed = replace(
+        incoming.parsed,
+        from_=forwarded.sender,
+        reply_to=(),
+        to=(),
+        cc=(),
+        subject=forwarded.subject,
+        text=forwarded.text,
+        html="",
+        date=forwarded.date or incoming.parsed.date,
+    )
+    customer = replace(incoming, parsed=parsed)
+    people = People(sender=get_or_create_contact(session, forwarded.sender, now), copied=())
+    reason = f"forwarded by operator {claim.operator.email}"
+    ticket = apply(
+        session,
+        incoming=customer,
+        people=people,
+        decision=Decision(Action.NEW_TICKET, reason),
+        config=config,
+        now=now,
+    )
+    if ticket is not None:
+        record_event(
+            session,
+            ticket,
+            actor=operator_actor(claim.operator.email),
+            kind="forwarded",
+            now=now,
+            data={"note": forwarded.note[:2000]},
+        )
+    return ticket, reason

@@ -1,0 +1,455 @@
+"""Operators working by mail: notifications, replies relayed, commands, notes, forgeries."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mailsupport.app import App, open_app
+from mailsupport.clock import FrozenClock
+from mailsupport.config import Config, build_config
+from mailsupport.core.replyaddr import reply_address
+from mailsupport.daemon import Daemon
+from mailsupport.db.models import Event, Operator, TimeEntry
+from mailsupport.domain.operators import add_operator, join_queue
+from mailsupport.domain.settings import server_secret
+from mailsupport.domain.tickets import get_or_create_queue
+from mailsupport.outbound.sender import OutboxSender
+
+from _fixtures import config_data
+from sink import Received, Sink
+from support import ingest, make_mail, ticket_json, wait_for
+
+CUSTOMER = "carol@customer.test"
+CUSTOMER_ID = "<problem@customer.test>"
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+AUTHSERV = "mx.example.com"
+
+
+def operator_config(db_url: str, relay: Sink, **sections: dict[str, Any]) -> Config:
+    data = config_data(
+        db_url,
+        relay={"port": relay.port, "timeout": 5.0},
+        notifications={"combine_seconds": 0},
+        support={"comment_address": "support-comment@example.com", "trusted_authserv_id": AUTHSERV},
+    )
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return build_config(data, env={})
+
+
+def add_staff(app: App) -> None:
+    with app.factory.begin() as session:
+        queue = get_or_create_queue(session, "support")
+        for email, name in ((ALICE, "Alice"), (BOB, "Bob")):
+            join_queue(session, add_operator(session, email, name, app.clock.now()), queue)
+
+
+@pytest.fixture
+def staff_app(db_url: str, relay: Sink, clock: FrozenClock) -> Iterator[App]:
+    app = open_app(operator_config(db_url, relay), clock=clock, migrate=True)
+    add_staff(app)
+    yield app
+    app.close()
+
+
+def send(app: App) -> int:
+    return OutboxSender(app.factory, app.config, app.clock).send_due()
+
+
+def signed(app: App, number: int, operator_email: str) -> str:
+    with app.factory() as session:
+        operator = session.execute(
+            select(Operator).where(Operator.email == operator_email)
+        ).scalar_one()
+        return reply_address(
+            "support@example.com", number, operator.id, server_secret(session, app.config)
+        )
+
+
+def events(app: App, kind: str) -> list[Event]:
+    with app.factory() as session:
+        return list(session.execute(select(Event).where(Event.kind == kind)).scalars())
+
+
+def open_ticket(app: App, relay: Sink) -> Received:
+    """A customer writes; returns the notification Alice gets."""
+    ingest(app, make_mail(message_id=CUSTOMER_ID, body="The printer on floor 3 is jammed.\nCarol"))
+    send(app)
+    [notification] = relay.to(ALICE)
+    return notification
+
+
+def reply(app: App, to: str, body: str, *, sender: str = ALICE, **kw: Any) -> Any:
+    raw = make_mail(
+        sender=sender, to=to, subject="Re: [ACME #1] Printer on floor 3 is jammed", body=body, **kw
+    )
+    return ingest(app, raw, envelope_to=(to,))
+
+
+def customer_copies(relay: Sink) -> list[Received]:
+    return [r for r in relay.to(CUSTOMER) if r.message["Auto-Submitted"] is None]
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+def test_new_ticket_is_mailed_to_the_queue_with_a_signed_reply_to(
+    staff_app: App, relay: Sink
+) -> None:
+    notification = open_ticket(staff_app, relay)
+    message = notification.message
+    assert message["Subject"].startswith("[ACME #1] ")
+    assert parseaddr(message["Reply-To"])[1] == signed(staff_app, 1, ALICE)
+    body = message.get_body(("plain",)).get_content()
+    assert "The printer on floor 3 is jammed." in body
+    assert "#status" in body and "Requester" in body
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert len(relay.to(BOB)) == 1
+    assert parseaddr(relay.to(BOB)[0].message["Reply-To"])[1] == signed(staff_app, 1, BOB)
+
+
+def test_follow_up_goes_to_the_assignee_only(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    reply(staff_app, signed(staff_app, 1, ALICE), "#take")
+    ingest(
+        staff_app, make_mail(subject="Re: [ACME #1] x", body="Any news?", in_reply_to=CUSTOMER_ID)
+    )
+    send(staff_app)
+    assert [r.message["Subject"] for r in relay.to(ALICE)][-1].startswith("[ACME #1]")
+    assert "Any news?" in relay.to(ALICE)[-1].message.get_body(("plain",)).get_content()
+    assert len(relay.to(BOB)) == 1  # only the new-ticket mail
+
+
+# --- replies relayed -------------------------------------------------------------------------
+
+QUOTE_STYLES = {
+    "gmail": "On Mon, 2 Mar 2026 at 09:00, ACME Support <support@example.com> wrote:\n\n> New ticket from Carol\n> The printer on floor 3 is jammed.\n",
+    "outlook": "________________________________\nFrom: ACME Support <support@example.com>\nSent: Monday, March 2, 2026 9:00 AM\nTo: Alice <alice@example.com>\nSubject: [ACME #1] New: Printer on floor 3 is jammed\n\nNew ticket from Carol\nThe printer on floor 3 is jammed.\n",
+    "apple": "> On 2 Mar 2026, at 09:00, ACME Support <support@example.com> wrote:\n> \n> New ticket from Carol\n> The printer on floor 3 is jammed.\n",
+    "thunderbird": "On 02.03.2026 09:00, ACME Support wrote:\n> New ticket from Carol\n> The printer on floor 3 is jammed.\n",
+    "mailru": "Понедельник, 2 марта 2026, 9:00 +03:00 от ACME Support <support@example.com>:\n\n> New ticket from Carol\n> The printer on floor 3 is jammed.\n",
+    "yandex": '02.03.2026, 09:00, "ACME Support" <support@example.com>:\n> New ticket from Carol\n> The printer on floor 3 is jammed.\n',
+}
+
+
+@pytest.mark.parametrize("style", sorted(QUOTE_STYLES))
+def test_reply_is_relayed_without_quote_or_operator_address(
+    staff_app: App, relay: Sink, style: str
+) -> None:
+    open_ticket(staff_app, relay)
+    body = "Please switch it off and on again.\n\n" + QUOTE_STYLES[style]
+    outcome = reply(staff_app, signed(staff_app, 1, ALICE), body)
+    assert "relayed" in outcome.detail
+    send(staff_app)
+    [copy] = customer_copies(relay)
+    message = copy.message
+    text = message.get_body(("plain",)).get_content()
+    assert "Please switch it off and on again." in text
+    assert "jammed" not in text and "wrote" not in text and "ACME Support <" not in text
+    assert parseaddr(message["From"]) == ("Alice via ACME Support", "support@example.com")
+    assert ALICE.encode() not in copy.data
+    assert message["Subject"] == "Re: [ACME #1] Printer on floor 3 is jammed"
+    assert message["In-Reply-To"] and CUSTOMER_ID in message["References"]
+    assert ticket_json(staff_app, 1)["first_response_at"] is not None
+
+
+def test_reply_with_attachment_and_participants(staff_app: App, relay: Sink) -> None:
+    ingest(staff_app, make_mail(message_id=CUSTOMER_ID, cc="dave@customer.test"))
+    send(staff_app)
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = ALICE, signed(staff_app, 1, ALICE), "Re: x"
+    msg.set_content("Here is the manual.")
+    msg.add_attachment(
+        b"%PDF-1.4 manual", maintype="application", subtype="pdf", filename="manual.pdf"
+    )
+    ingest(staff_app, msg.as_bytes(), envelope_to=(signed(staff_app, 1, ALICE),))
+    send(staff_app)
+    [copy] = customer_copies(relay)
+    assert [a for _, a in getaddresses([copy.message["Cc"]])] == ["dave@customer.test"]
+    [attachment] = list(copy.message.iter_attachments())
+    assert attachment.get_filename() == "manual.pdf"
+    assert attachment.get_content() == b"%PDF-1.4 manual"
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def test_commands_act_through_the_domain_and_notify_the_customer(
+    staff_app: App, relay: Sink
+) -> None:
+    open_ticket(staff_app, relay)
+    body = "#status waiting\n#priority high\n#assign bob\n#time 30m phone call\n\nCould you send a photo of the display?\n"
+    outcome = reply(staff_app, signed(staff_app, 1, ALICE), body)
+    assert "relayed" in outcome.detail
+    data = ticket_json(staff_app, 1)
+    assert (data["status"], data["priority"], data["assignee"]) == ("waiting", "high", BOB)
+    with staff_app.factory() as session:
+        entry = session.execute(select(TimeEntry)).scalar_one()
+        assert (entry.minutes, entry.work_type) == (30, "phone call")
+    status_events = events(staff_app, "status")
+    assert status_events[-1].actor == f"operator:{ALICE}"
+    send(staff_app)
+    copies = customer_copies(relay)
+    assert len(copies) == 1
+    text = copies[0].message.get_body(("plain",)).get_content()
+    assert "#status" not in text and "Could you send a photo" in text
+    notices = [r for r in relay.to(CUSTOMER) if r.message["Auto-Submitted"] == "auto-replied"]
+    assert len(notices) == 2  # the acknowledgement and the "waiting" notice
+
+
+def test_take_queue_and_close(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    with staff_app.factory.begin() as session:
+        get_or_create_queue(session, "sales")
+    assert (
+        "nothing to relay"
+        in reply(staff_app, signed(staff_app, 1, ALICE), "#take\n#queue sales").detail
+    )
+    data = ticket_json(staff_app, 1)
+    assert (data["assignee"], data["queue"]) == (ALICE, "sales")
+    reply(staff_app, signed(staff_app, 1, ALICE), "#close")
+    assert ticket_json(staff_app, 1)["status"] == "closed"
+    send(staff_app)
+    assert customer_copies(relay) == []  # commands only: nothing relayed
+    closed = [r for r in relay.to(CUSTOMER) if "[ACME #1]" in r.message["Subject"]]
+    assert len(closed) == 2  # acknowledgement + closed notice
+
+
+def test_note_never_reaches_the_customer(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(
+        staff_app, signed(staff_app, 1, ALICE), "#note\nCustomer is on the old firmware."
+    )
+    assert "internal note" in outcome.detail
+    send(staff_app)
+    assert customer_copies(relay) == []
+    assert "old firmware" in relay.to(BOB)[-1].message.get_body(("plain",)).get_content()
+    messages = ticket_json(staff_app, 1)["messages"]
+    assert messages[-1]["internal"] is True
+
+
+def test_comment_address_never_reaches_the_customer(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    raw = make_mail(
+        sender=ALICE,
+        to="support-comment@example.com",
+        subject="Re: [ACME #1] Printer",
+        body="Internal: ordered a new drum.",
+        headers={"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=example.com"},
+    )
+    outcome = ingest(staff_app, raw, envelope_to=("support-comment@example.com",))
+    assert "internal note" in outcome.detail
+    send(staff_app)
+    assert customer_copies(relay) == []
+
+
+def test_unknown_command_gets_a_transcript_and_relays_nothing(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(
+        staff_app, signed(staff_app, 1, ALICE), "#status waiting\n#frobnicate now\n\nHello Carol"
+    )
+    assert "nothing relayed" in outcome.detail
+    send(staff_app)
+    assert customer_copies(relay) == []
+    transcript = relay.to(ALICE)[-1].message
+    text = transcript.get_body(("plain",)).get_content()
+    assert "#frobnicate now" in text and "unknown command" in text
+    assert "#status waiting" in text
+    assert parseaddr(transcript["Reply-To"])[1] == signed(staff_app, 1, ALICE)
+
+
+def test_refused_command_gets_a_transcript(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    reply(staff_app, signed(staff_app, 1, ALICE), "#assign nobody\n\nHello Carol")
+    send(staff_app)
+    assert customer_copies(relay) == []
+    assert (
+        "No such operator: nobody" in relay.to(ALICE)[-1].message.get_body(("plain",)).get_content()
+    )
+
+
+# --- forgeries -------------------------------------------------------------------------------
+
+
+def _assert_untrusted(app: App, relay: Sink, status_before: str = "new") -> None:
+    send(app)
+    assert customer_copies(relay) == []
+    assert ticket_json(app, 1)["status"] == status_before
+    assert events(app, "operator_unverified") or len(ticket_json(app, 1)["messages"]) >= 1
+
+
+def test_operator_without_token_runs_nothing(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    reply(staff_app, "support@example.com", "#status closed\n\nDone.", in_reply_to=CUSTOMER_ID)
+    _assert_untrusted(staff_app, relay)
+    [event] = events(staff_app, "operator_unverified")
+    assert "no signed reply address" in event.data["reason"]
+
+
+def test_token_of_another_ticket(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    ingest(staff_app, make_mail(sender="x@customer.test", subject="second"))
+    other = signed(staff_app, 2, ALICE)
+    reply(staff_app, other.replace("+2-", "+1-"), "#status closed\n\nDone.")
+    _assert_untrusted(staff_app, relay)
+
+
+def test_token_of_another_operator(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    reply(staff_app, signed(staff_app, 1, BOB), "#status closed\n\nDone.")
+    _assert_untrusted(staff_app, relay)
+    assert (
+        "not signed for this operator" in events(staff_app, "operator_unverified")[0].data["reason"]
+    )
+
+
+def test_bad_token(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    good = signed(staff_app, 1, ALICE)
+    local, domain = good.split("@")
+    bad = local[:-4] + "aaaa@" + domain
+    reply(staff_app, bad, "#status closed\n\nDone.")
+    _assert_untrusted(staff_app, relay)
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        ["evil.test; dkim=pass header.d=example.com"],
+        [
+            f"{AUTHSERV}; dkim=fail header.d=example.com",
+            f"{AUTHSERV}; dkim=pass header.d=example.com",
+        ],
+        [f"{AUTHSERV}; dkim=pass header.d=other.test"],
+    ],
+    ids=["foreign-authserv", "forged-below-ours", "other-domain"],
+)
+def test_forged_authentication_results(staff_app: App, relay: Sink, results: list[str]) -> None:
+    open_ticket(staff_app, relay)
+    raw = make_mail(
+        sender=ALICE,
+        subject="Re: [ACME #1] x",
+        body="#status closed\n\nDone.",
+        in_reply_to=CUSTOMER_ID,
+    )
+    headers = "".join(f"Authentication-Results: {r}\r\n" for r in results).encode()
+    ingest(staff_app, headers + raw, envelope_to=("support@example.com",))
+    _assert_untrusted(staff_app, relay)
+
+
+def test_genuine_authentication_results_prove_the_operator(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    raw = make_mail(
+        sender=ALICE,
+        subject="Re: [ACME #1] x",
+        body="#status waiting\n\nNeed a photo.",
+        in_reply_to=CUSTOMER_ID,
+        headers={"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=example.com"},
+    )
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    assert "relayed" in outcome.detail
+    assert ticket_json(staff_app, 1)["status"] == "waiting"
+
+
+def test_other_sender_with_a_good_token(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    reply(
+        staff_app,
+        signed(staff_app, 1, ALICE),
+        "#status closed\n\nDone.",
+        sender="mallory@evil.test",
+    )
+    send(staff_app)
+    assert customer_copies(relay) == []
+    assert ticket_json(staff_app, 1)["status"] == "new"
+    assert [e.new for e in events(staff_app, "operator_unverified")] == ["mallory@evil.test"]
+
+
+# --- forward to open ---------------------------------------------------------------------------
+
+DKIM = {"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=example.com"}
+
+
+def test_inline_forward_opens_a_ticket_for_the_customer(staff_app: App, relay: Sink) -> None:
+    body = (
+        "Please look at this one.\n\n"
+        "---------- Forwarded message ---------\n"
+        "From: Erin Example <erin@customer.test>\n"
+        "Date: Mon, 2 Mar 2026 at 08:00\n"
+        "Subject: VPN does not connect\n"
+        "To: Alice <alice@example.com>\n\n"
+        "Since this morning the VPN does not connect.\n"
+    )
+    raw = make_mail(sender=ALICE, subject="Fwd: VPN does not connect", body=body, headers=DKIM)
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    data = ticket_json(staff_app, outcome.ticket_number)
+    assert data["requester"] == "erin@customer.test"
+    assert data["subject"] == "VPN does not connect"
+    assert "VPN does not connect" in data["messages"][0]["text"]
+    send(staff_app)
+    [ack] = relay.to("erin@customer.test")
+    assert ack.message["Subject"].startswith(f"[ACME #{outcome.ticket_number}]")
+
+
+def test_attached_forward_opens_a_ticket_for_the_customer(staff_app: App, relay: Sink) -> None:
+    from email.message import EmailMessage
+
+    original = make_mail(
+        sender="Frank <frank@customer.test>",
+        subject="Invoice missing",
+        body="I did not get my invoice.",
+    )
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = ALICE, "support@example.com", "Fwd: Invoice missing"
+    msg["Authentication-Results"] = DKIM["Authentication-Results"]
+    msg.set_content("For billing.")
+    msg.add_attachment(original, maintype="message", subtype="rfc822")
+    outcome = ingest(staff_app, msg.as_bytes(), envelope_to=("support@example.com",))
+    data = ticket_json(staff_app, outcome.ticket_number)
+    assert data["requester"] == "frank@customer.test"
+    assert "I did not get my invoice." in data["messages"][0]["text"]
+    send(staff_app)
+    assert len(relay.to("frank@customer.test")) == 1
+
+
+# --- the full loop over real SMTP ----------------------------------------------------------------
+
+
+def test_full_loop_through_the_listener(db_url: str, relay: Sink) -> None:
+    config = operator_config(db_url, relay, outbound={"send_interval": 0.2})
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    try:
+        assert daemon.app is not None
+        add_staff(daemon.app)
+        assert daemon.smtp_address is not None
+        with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+            client.sendmail(CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+        notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0].message
+        reply_to = parseaddr(notification["Reply-To"])[1]
+        answer = make_mail(
+            sender="Alice <alice@example.com>",
+            to=reply_to,
+            subject=f"Re: {notification['Subject']}",
+            body="It is fixed now.\n\n" + QUOTE_STYLES["gmail"],
+            in_reply_to=notification["Message-ID"],
+            references=notification["Message-ID"],
+        )
+        with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+            client.sendmail(ALICE, [reply_to], answer)
+        copy = wait_for(lambda: customer_copies(relay), timeout=30)[0]
+        text = copy.message.get_body(("plain",)).get_content()
+        assert text.strip().startswith("It is fixed now.")
+        assert "jammed" not in text
+        assert ALICE.encode() not in copy.data
+    finally:
+        daemon.stop()
