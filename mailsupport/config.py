@@ -26,6 +26,16 @@ IDLE_REFRESH_MAX = 1500.0  # seconds: well inside the 29 minutes after which ser
 LANGUAGES = ("en", "ru")
 
 
+def read_secret(value: str, file: str, key: str) -> str:
+    """A password given inline, or read (at use, so it can be rotated) from ``file``."""
+    if not file:
+        return value
+    try:
+        return Path(file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {key}: {exc}.") from exc
+
+
 @dataclass(frozen=True)
 class SupportConfig:
     name: str = "ACME Support"
@@ -71,12 +81,7 @@ class RelayConfig:
 
     def secret(self) -> str:
         """The relay password, read from password_file when one is named."""
-        if not self.password_file:
-            return self.password
-        try:
-            return Path(self.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"Cannot read relay.password_file: {exc}.") from exc
+        return read_secret(self.password, self.password_file, "relay.password_file")
 
 
 @dataclass(frozen=True)
@@ -152,12 +157,7 @@ class ImapAccount:
 
     def secret(self) -> str:
         """The password, read from password_file when one is named."""
-        if not self.password_file:
-            return self.password
-        try:
-            return Path(self.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"Cannot read imap {self.name} password_file: {exc}.") from exc
+        return read_secret(self.password, self.password_file, f"imap {self.name} password_file")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from mailsupport.core.subaddress import extension, split_address
+
 # 128 bits of the HMAC: unguessable, yet short enough for mail clients that show the address.
 TOKEN_BYTES = 16
 # base32 of 16 bytes without padding.
@@ -53,7 +55,7 @@ def reply_address(base: str, ticket_number: int, operator_id: int, secret: bytes
         raise ValueError(f"a ticket number is never negative: {ticket_number}")
     if operator_id < 0:
         raise ValueError(f"an operator id is never negative: {operator_id}")
-    local, domain = _split(base)
+    local, domain = split_address(base)
     if not local or not domain:
         raise ValueError(f"not an e-mail address: {base!r}")
     signed = token(ticket_number, operator_id, secret)
@@ -66,15 +68,8 @@ def parse_reply_address(address: str, base: str) -> ReplyTarget | None:
     Syntax only: the token is not checked here. Local part and domain are compared without
     regard to case, as mail servers may fold either.
     """
-    local, domain = _split(address.strip().strip("<>"))
-    base_local, base_domain = _split(base)
-    if not base_local or not domain or domain.lower() != base_domain.lower():
-        return None
-    folded = local.lower()
-    prefix = base_local.lower()
-    if not folded.startswith(prefix):
-        return None
-    match = _SUFFIX.fullmatch(folded, len(prefix))
+    rest = extension(address, base)
+    match = _SUFFIX.fullmatch(rest) if rest is not None else None
     if match is None:
         return None
     return ReplyTarget(int(match.group(1)), match.group(2))
@@ -85,11 +80,3 @@ def token_matches(target: ReplyTarget, operator_id: int, secret: bytes) -> bool:
     expected = token(target.ticket_number, operator_id, secret)
     # Compared in lower case: what was signed is lower case, and a server may fold it.
     return hmac.compare_digest(target.token.lower().encode(), expected.encode())
-
-
-def _split(address: str) -> tuple[str, str]:
-    """Local part and domain at the last "@"; empty strings when there is none."""
-    local, sep, domain = address.rpartition("@")
-    if not sep:
-        return "", ""
-    return local, domain

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import re
 
+from mailsupport.core.subaddress import extension, split_address
+
 SIGNATURE_LENGTH = 10
 _TAG = "bounce"
 
@@ -31,7 +33,7 @@ def bounce_address(base: str, outbox_id: int, secret: bytes) -> str:
     """The envelope sender for outbox row ``outbox_id`` of mail sent as ``base``."""
     if outbox_id < 0:
         raise ValueError(f"an outbox id is never negative: {outbox_id}")
-    local, domain = _split(base)
+    local, domain = split_address(base)
     if not local or not domain:
         raise ValueError(f"not an e-mail address: {base!r}")
     return f"{local}+{_TAG}-{outbox_id}-{signature(outbox_id, secret)}@{domain}"
@@ -39,15 +41,8 @@ def bounce_address(base: str, outbox_id: int, secret: bytes) -> str:
 
 def parse_bounce_address(address: str, base: str, secret: bytes) -> int | None:
     """The outbox id that ``address`` was signed for, or None when it is not one of ours."""
-    local, domain = _split(address.strip().strip("<>"))
-    base_local, base_domain = _split(base)
-    if not base_local or domain.lower() != base_domain.lower():
-        return None
-    folded = local.lower()
-    prefix = base_local.lower()
-    if not folded.startswith(prefix):
-        return None
-    match = _SUFFIX.fullmatch(folded, len(prefix))
+    rest = extension(address, base)
+    match = _SUFFIX.fullmatch(rest) if rest is not None else None
     if match is None:
         return None
     outbox_id = int(match.group(1))
@@ -56,11 +51,3 @@ def parse_bounce_address(address: str, base: str, secret: bytes) -> int | None:
     if not hmac.compare_digest(match.group(2).encode("ascii"), expected.encode("ascii")):
         return None
     return outbox_id
-
-
-def _split(address: str) -> tuple[str, str]:
-    """Local part and domain at the last "@"; empty strings when there is none."""
-    local, sep, domain = address.rpartition("@")
-    if not sep:
-        return "", ""
-    return local, domain
