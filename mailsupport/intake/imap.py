@@ -112,9 +112,8 @@ class AccountPoller:
         """Take in every message above the checkpoint, including any that arrive meanwhile.
 
         The folder is searched once more after the status is written, so that nothing but a
-        round trip separates the last SEARCH from IDLE: mail that arrives between a command and
-        IDLE is announced by some servers (Dovecot) only with the answer to the next command,
-        which would leave it waiting for the IDLE refresh.
+        round trip separates the last SEARCH from IDLE: servers may announce mail that arrives
+        between a command and IDLE only with the answer to the next command.
         """
         new = self._take_all(box)
         self._record(lambda session, now: record_success(session, self.key, now))
