@@ -33,7 +33,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -41,12 +40,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+
+from netwait import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 GEN_CORPUS = REPO.parent / "shared" / "bench" / "gen_corpus.py"
@@ -356,7 +357,7 @@ def null_server() -> Iterator[int]:
     process = multiprocessing.get_context("spawn").Process(target=_null_server_main, args=(port,))
     process.start()
     try:
-        wait_for_port(port, process.is_alive)
+        wait_for_port(port, process.is_alive, START_TIMEOUT, "bench/intake.py")
         yield port
     finally:
         process.terminate()
@@ -364,23 +365,6 @@ def null_server() -> Iterator[int]:
 
 
 # --- (b) and (c): mailsupport serve -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if not alive():
-            sys.exit("bench/intake.py: the server exited before it listened")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.05)
-    sys.exit(f"bench/intake.py: nothing listening on port {port} after {START_TIMEOUT:.0f}s")
 
 
 def write_config(directory: Path, port: int, workers: int, relay: int) -> Path:
@@ -410,7 +394,7 @@ def daemon(directory: Path, workers: int, relay: int | None = None) -> Iterator[
         # Its log goes to a file: a pipe nobody reads would fill up and stall the daemon.
         process = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO)
         try:
-            wait_for_port(port, lambda: process.poll() is None)
+            wait_for_port(port, lambda: process.poll() is None, START_TIMEOUT, "bench/intake.py")
             yield port
         finally:
             process.send_signal(signal.SIGTERM)

@@ -33,12 +33,11 @@ import os
 import random
 import shutil
 import smtplib
-import socket
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +56,8 @@ from mailsupport.core.verp import bounce_address
 from mailsupport.db.models import Outbox, OutboxRecipient, OutboxState, RecipientState
 from mailsupport.outbound.outbox import enqueue
 from mailsupport.outbound.sender import OutboxSender
+
+from netwait import free_port, wait_for_port
 
 HOST = "127.0.0.1"
 SUPPORT_NAME = "ACME Support"
@@ -189,23 +190,6 @@ class Sink:
         return int(self.delivered.value)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if not alive():
-            sys.exit("bench/outbound.py: the sink exited before it listened")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.05)
-    sys.exit(f"bench/outbound.py: nothing listening on port {port} after {START_TIMEOUT:.0f}s")
-
-
 @contextlib.contextmanager
 def sink() -> Iterator[Sink]:
     context = multiprocessing.get_context("spawn")
@@ -214,7 +198,7 @@ def sink() -> Iterator[Sink]:
     process = context.Process(target=_sink_main, args=(port, delivered), daemon=True)
     process.start()
     try:
-        wait_for_port(port, process.is_alive)
+        wait_for_port(port, process.is_alive, START_TIMEOUT, "bench/outbound.py")
         yield Sink(port, delivered)
     finally:
         process.terminate()
