@@ -81,9 +81,6 @@ class InboxWriter:
         assert request.future is not None
         return request.future
 
-    def store_blocking(self, mail: RawMail, timeout: float | None = None) -> Stored:
-        return self.submit(mail).result(timeout)
-
     async def store(self, mail: RawMail) -> Stored:
         waiter: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._enqueue(_Request(mail, waiter=waiter))

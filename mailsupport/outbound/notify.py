@@ -26,17 +26,14 @@ from mailsupport.core.message import Address, MailKind
 from mailsupport.core.outmail import (
     InvalidAddressError,
     OutgoingMail,
-    new_message_id,
-    validate_address,
 )
 from mailsupport.core.render import RenderError, Templates
-from mailsupport.core.subject import tagged_subject
 from mailsupport.db.models import Contact, Direction, Event, Message, Operator, Ticket
 from mailsupport.domain.actors import SYSTEM
 from mailsupport.domain.tickets import participants, record_event, take_new_events
 from mailsupport.outbound.outbox import enqueue
 from mailsupport.outbound.policy import automatic_mail_refusal
-from mailsupport.outbound.staff import StaffMail, ticket_thread
+from mailsupport.outbound.staff import StaffMail, Thread, ticket_thread
 
 log = logging.getLogger(__name__)
 
@@ -227,38 +224,17 @@ class Notifier:
         in_reply_to: str | None,
         references: tuple[str, ...],
     ) -> OutgoingMail:
-        support = self.config.support
         address = self.config.address_for_queue(ticket.queue.name)
-        language = contact.language or support.language
-        context = {
-            "ticket": {
-                "number": ticket.number,
-                "subject": ticket.subject,
-                "status": ticket.status,
-                "priority": ticket.priority,
-                "queue": ticket.queue.name,
-            },
-            "support_name": support.name,
-            "support_address": address,
-            "tag": support.tag,
-            "contact_name": contact.name,
-            "language": language,
-            **notice.context,
-        }
-        rendered = self.templates.render(notice.template, language, context)
-        return OutgoingMail(
-            from_name=support.name,
-            from_address=address,
-            to=(Address(validate_address(contact.email), contact.name),),
-            subject=tagged_subject(support.tag, ticket.number, rendered.subject),
-            text=rendered.text,
-            html=rendered.html,
-            message_id=new_message_id(address.rpartition("@")[2]),
-            in_reply_to=in_reply_to,
-            references=references,
-            reply_to=Address(address, support.name),
+        return self.staff.templated(
+            ticket,
+            Address(contact.email, contact.name),
+            notice.template,
+            language=contact.language or self.config.support.language,
+            context=notice.context,
+            now=now,
+            thread=Thread(in_reply_to, references),
+            reply_to=address,
             auto_submitted="auto-replied",
-            date=now,
         )
 
     def _held_back(

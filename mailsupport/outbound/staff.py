@@ -28,8 +28,6 @@ from mailsupport.domain.tickets import participants
 from mailsupport.outbound.outbox import enqueue
 from mailsupport.outbound.policy import delivery_refusal
 
-STAFF_LANGUAGE_FALLBACK = "en"
-
 
 @dataclass(frozen=True)
 class Thread:
@@ -78,6 +76,47 @@ class StaffMail:
     def _queue_address(self, ticket: Ticket) -> str:
         return self.config.address_for_queue(ticket.queue.name)
 
+    def templated(
+        self,
+        ticket: Ticket,
+        recipient: Address,
+        template: str,
+        *,
+        language: str,
+        context: dict[str, Any],
+        now: datetime,
+        thread: Thread,
+        reply_to: str,
+        auto_submitted: str,
+    ) -> OutgoingMail:
+        """A mail about ``ticket`` rendered from ``template``, from the ticket's queue address."""
+        address = self._queue_address(ticket)
+        support = self.config.support
+        values = {
+            "ticket": ticket_summary(ticket),
+            "support_name": support.name,
+            "support_address": address,
+            "tag": support.tag,
+            "contact_name": recipient.name,
+            "language": language,
+            **context,
+        }
+        rendered = self.templates.render(template, language, values)
+        return OutgoingMail(
+            from_name=support.name,
+            from_address=address,
+            to=(Address(validate_address(recipient.email), recipient.name),),
+            subject=tagged_subject(support.tag, ticket.number, rendered.subject),
+            text=rendered.text,
+            html=rendered.html,
+            message_id=new_message_id(address.rpartition("@")[2]),
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
+            reply_to=Address(reply_to, support.name),
+            auto_submitted=auto_submitted,
+            date=now,
+        )
+
     def to_operator(
         self,
         session: Session,
@@ -90,34 +129,17 @@ class StaffMail:
         in_reply_to: str | None = None,
     ) -> None:
         """A notification or transcript for one operator, answerable from their mail client."""
-        address = self._queue_address(ticket)
-        support = self.config.support
-        signed = reply_address(
-            address, ticket.number, operator.id, server_secret(session, self.config)
-        )
-        values = {
-            "ticket": ticket_summary(ticket),
-            "support_name": support.name,
-            "support_address": address,
-            "tag": support.tag,
-            "contact_name": operator.name,
-            "language": support.language,
-            **context,
-        }
-        rendered = self.templates.render(template, support.language, values)
-        mail = OutgoingMail(
-            from_name=support.name,
-            from_address=address,
-            to=(Address(validate_address(operator.email), operator.name),),
-            subject=tagged_subject(support.tag, ticket.number, rendered.subject),
-            text=rendered.text,
-            html=rendered.html,
-            message_id=new_message_id(address.rpartition("@")[2]),
-            in_reply_to=in_reply_to,
-            references=(in_reply_to,) if in_reply_to else (),
-            reply_to=Address(signed, support.name),
+        secret = server_secret(session, self.config)
+        mail = self.templated(
+            ticket,
+            Address(operator.email, operator.name),
+            template,
+            language=self.config.support.language,
+            context=context,
+            now=now,
+            thread=Thread(in_reply_to, (in_reply_to,) if in_reply_to else ()),
+            reply_to=reply_address(self._queue_address(ticket), ticket.number, operator.id, secret),
             auto_submitted="auto-generated",
-            date=now,
         )
         enqueue(
             session,
