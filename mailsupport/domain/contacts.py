@@ -22,8 +22,10 @@ def get_or_create_contact(session: Session, address: Address, now: datetime) -> 
     contact = session.execute(select(Contact).where(Contact.email == email)).scalar_one_or_none()
     if contact is None:
         values = {"email": email, "name": address.name[:200], "created_at": now}
-        session.execute(insert_ignoring_conflict(session, Contact, values, ["email"]))
-        contact = session.execute(select(Contact).where(Contact.email == email)).scalar_one()
+        insert = insert_ignoring_conflict(session, Contact, values, ["email"])
+        contact = session.execute(insert.returning(Contact)).scalar_one_or_none()
+        if contact is None:  # created meanwhile by a concurrent writer
+            contact = session.execute(select(Contact).where(Contact.email == email)).scalar_one()
     elif address.name and not contact.name:
         contact.name = address.name[:200]
     return contact

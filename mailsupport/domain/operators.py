@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from mailsupport.db.models import Operator, OperatorAddress, OperatorQueue, Queue
@@ -60,9 +60,8 @@ def find_operator(session: Session, ref: str) -> Operator:
 
 def operator_emails(session: Session) -> frozenset[str]:
     """Every address operators write from, theirs and alternate ones."""
-    primary = session.execute(select(Operator.email)).scalars()
-    alternate = session.execute(select(OperatorAddress.address)).scalars()
-    return frozenset((*primary, *alternate))
+    both = union_all(select(Operator.email), select(OperatorAddress.address))
+    return frozenset(session.execute(both).scalars())
 
 
 def remove_operator(session: Session, ref: str) -> Operator:

@@ -89,11 +89,15 @@ class Notifier:
         """Mail the operators working on the ticket the new text, signed for their replies."""
         if event.data.get("kind", MailKind.NORMAL) not in _WORTH_TELLING:
             return
+        # Most tickets of a team without queue members or an assignee notify nobody: ask who
+        # before loading the message.
+        recipients = list(self.staff.operators_for(session, ticket))
+        if not recipients and template != "operator_note":
+            return
         message = session.get(Message, event.data.get("message_row") or 0)
         if message is None:
             return
         author = message.from_name or message.from_email
-        recipients = list(self.staff.operators_for(session, ticket))
         if template == "operator_note":
             recipients = self._colleagues(session, ticket, message.operator_id)
         for operator in recipients:
@@ -192,7 +196,7 @@ class Notifier:
     ) -> None:
         """Queue one automatic mail, unless a loop breaker or a composing error holds it back."""
         now = self.clock.now()
-        refusal = refusal or automatic_mail_refusal(session, self.config, contact.email, now)
+        refusal = refusal or automatic_mail_refusal(session, self.config, contact, now)
         if refusal is None:
             try:
                 mail = self._compose(ticket, contact, notice, now, in_reply_to, references)

@@ -9,29 +9,34 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
-from mailsupport.db.models import Outbox, OutboxRecipient, OutboxState
+from mailsupport.db.models import Contact, Outbox, OutboxRecipient, OutboxState
 from mailsupport.domain.contacts import find_contact
 
 # Local parts (with ".", "-" and "_" removed) of addresses that are robots by convention.
 _ROBOTS = ("mailerdaemon", "postmaster", "noreply", "donotreply", "dontreply", "bounce")
 
 
-def _automatic_mails_since(session: Session, address: str, since: datetime) -> int:
+def _automatic_mails_since(
+    session: Session, address: str, hour_ago: datetime, day_ago: datetime
+) -> tuple[int, int]:
+    """Automatic mails to ``address`` since each of the two times, in one query."""
+    in_last_hour = func.coalesce(func.sum(case((Outbox.created_at >= hour_ago, 1), else_=0)), 0)
     statement = (
-        select(func.count(OutboxRecipient.id))
+        select(in_last_hour, func.count(OutboxRecipient.id))
         .join(Outbox, Outbox.id == OutboxRecipient.outbox_id)
         .where(
             OutboxRecipient.address == address,
             Outbox.automatic.is_(True),
-            Outbox.created_at >= since,
+            Outbox.created_at >= day_ago,
             Outbox.state != OutboxState.CANCELLED,
         )
     )
-    return int(session.execute(statement).scalar_one())
+    hour, day = session.execute(statement).one()
+    return int(hour), int(day)
 
 
 def is_robot_address(address: str) -> bool:
@@ -40,34 +45,37 @@ def is_robot_address(address: str) -> bool:
     return squashed.startswith(_ROBOTS)
 
 
-def delivery_refusal(session: Session, config: Config, address: str) -> str | None:
-    """Why ``address`` must get no mail from us at all, or None."""
+def delivery_refusal(
+    session: Session, config: Config, address: str, contact: Contact | None = None
+) -> str | None:
+    """Why ``address`` must get no mail from us at all, or None.
+
+    ``contact``, when the caller has it loaded, is the contact of ``address``.
+    """
     if config.base_address(address) is not None:
         return "it is one of our own addresses"
     if is_robot_address(address):
         return "it is a robot address (mailer-daemon, postmaster, noreply...)"
-    contact = find_contact(session, address)
+    if contact is None:
+        contact = find_contact(session, address)
     if contact is not None and contact.undeliverable_since is not None:
         return "mail to it has bounced repeatedly"
     return None
 
 
 def automatic_mail_refusal(
-    session: Session, config: Config, address: str, now: datetime
+    session: Session, config: Config, contact: Contact, now: datetime
 ) -> str | None:
-    """Why ``address`` must not get an automatic mail now, or None when it may."""
-    refusal = delivery_refusal(session, config, address)
+    """Why ``contact`` must not get an automatic mail now, or None when it may."""
+    refusal = delivery_refusal(session, config, contact.email, contact)
     if refusal is not None:
         return refusal
     limits = config.limits
-    if (
-        _automatic_mails_since(session, address, now - timedelta(hours=1))
-        >= limits.auto_replies_per_hour
-    ):
+    hour, day = _automatic_mails_since(
+        session, contact.email, now - timedelta(hours=1), now - timedelta(days=1)
+    )
+    if hour >= limits.auto_replies_per_hour:
         return f"it already got {limits.auto_replies_per_hour} automatic mails in the last hour"
-    if (
-        _automatic_mails_since(session, address, now - timedelta(days=1))
-        >= limits.auto_replies_per_day
-    ):
+    if day >= limits.auto_replies_per_day:
         return f"it already got {limits.auto_replies_per_day} automatic mails in the last day"
     return None

@@ -25,6 +25,9 @@ MAX_COPIED = 50
 class People:
     sender: Contact | None  # None when the mail names nobody we could answer
     copied: tuple[Contact, ...]  # other recipients who may take part: To and Cc, not us
+    # Every address an operator writes from (active or not): only mail from one of these
+    # needs the operator step's lookups.
+    operator_addresses: frozenset[str] = frozenset()
 
 
 def sender_address(parsed: ParsedMessage) -> Address | None:
@@ -41,7 +44,8 @@ def sender_address(parsed: ParsedMessage) -> Address | None:
 def identify(session: Session, parsed: ParsedMessage, config: Config, now: datetime) -> People:
     address = sender_address(parsed)
     sender = get_or_create_contact(session, address, now) if address else None
-    excluded = config.support_addresses | operator_emails(session)
+    operators = operator_emails(session)
+    excluded = config.support_addresses | operators
     if sender is not None:
         excluded |= {sender.email}
     seen: set[str] = set()
@@ -53,4 +57,4 @@ def identify(session: Session, parsed: ParsedMessage, config: Config, now: datet
             break
         seen.add(address.email)
         copied.append(get_or_create_contact(session, address, now))
-    return People(sender=sender, copied=tuple(copied))
+    return People(sender=sender, copied=tuple(copied), operator_addresses=operators)

@@ -61,7 +61,8 @@ def prove_operator(
     """None when neither the sender nor a recipient has anything to do with operators."""
     targets = _reply_targets(incoming, config)
     sender = people.sender
-    operator = operator_by_address(session, sender.email) if sender else None
+    known = sender is not None and sender.email in people.operator_addresses
+    operator = operator_by_address(session, sender.email) if sender and known else None
     comment = bool(config.support.comment_address) and config.support.comment_address in set(
         _recipients(incoming)
     )
