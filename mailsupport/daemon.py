@@ -28,7 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mailsupport.app import App, open_app
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
-from mailsupport.db.inbox import Stored
+from mailsupport.db.inbox import Share, Stored
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
 from mailsupport.intake.writer import InboxWriter
@@ -55,7 +55,9 @@ class _Signals:
     outbox: _Event  # a worker queued outbound mail
 
 
-def run_worker(config: Config, signals: _Signals, clock: Clock | None = None) -> None:
+def run_worker(
+    config: Config, signals: _Signals, share: Share | None = None, clock: Clock | None = None
+) -> None:
     """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
     # A processed message whose commit a power cut undoes is simply processed again, outbox
     # rows included (they share the transaction); only storing mail must be flushed each time.
@@ -65,7 +67,7 @@ def run_worker(config: Config, signals: _Signals, clock: Clock | None = None) ->
         while not signals.stop.is_set():
             signals.wake.clear()
             try:
-                if pipeline.process_pending():
+                if pipeline.process_pending(share=share):
                     signals.outbox.set()
             except Exception:
                 log.exception("pipeline sweep failed; retrying after the poll interval")
@@ -74,14 +76,14 @@ def run_worker(config: Config, signals: _Signals, clock: Clock | None = None) ->
         app.close()
 
 
-def _worker_process_main(config: Config, signals: _Signals) -> None:
+def _worker_process_main(config: Config, signals: _Signals, share: Share) -> None:
     # A worker is stopped through its event; a Ctrl-C meant for the daemon must not kill it
     # half-way through a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(logging.INFO)
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent, signals), daemon=True).start()
-    run_worker(config, signals)
+    run_worker(config, signals, share)
 
 
 def _exit_with_parent(parent: int, signals: _Signals) -> None:
@@ -133,19 +135,21 @@ class Daemon:
     def _start_workers(self) -> None:
         context: Any = multiprocessing.get_context("spawn") if self._processes else threading
         self._stop, self._outbox_wake = context.Event(), context.Event()
-        for number in range(self.config.pipeline.workers):
+        workers = self.config.pipeline.workers
+        for number in range(workers):
             signals = _Signals(self._stop, context.Event(), self._outbox_wake)
+            share = Share(number, workers)
             if self._processes:
                 worker: Any = context.Process(
                     target=_worker_process_main,
-                    args=(self.config, signals),
+                    args=(self.config, signals, share),
                     name=f"pipeline-{number}",
                     daemon=True,
                 )
             else:
                 worker = threading.Thread(
                     target=run_worker,
-                    args=(self.config, signals, self.clock),
+                    args=(self.config, signals, share, self.clock),
                     name=f"pipeline-{number}",
                     daemon=True,
                 )

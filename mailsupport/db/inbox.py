@@ -93,11 +93,31 @@ def store_one(session: Session, mail: RawMail, now: datetime) -> Stored:
     return store_many(session, [mail], now)[0]
 
 
-def pending_ids(session: Session, limit: int = 100, after_id: int = 0) -> list[int]:
-    rows = session.execute(
+@dataclass(frozen=True)
+class Share:
+    """Which pending mail a worker looks at: ids with ``id % of == index``, or only old ones.
+
+    Workers that each take their own share never parse one message twice; a worker with no
+    share of its own left takes any mail stored before ``stored_before``, which a busy or
+    stopped worker has left behind.
+    """
+
+    index: int = 0
+    of: int = 1
+    stored_before: datetime | None = None
+
+
+def pending_ids(
+    session: Session, limit: int = 100, after_id: int = 0, share: Share | None = None
+) -> list[int]:
+    statement = (
         select(Inbound.id)
         .where(Inbound.state == InboundState.PENDING, Inbound.id > after_id)
         .order_by(Inbound.id)
         .limit(limit)
     )
-    return list(rows.scalars())
+    if share is not None and share.of > 1:
+        statement = statement.where(Inbound.id % share.of == share.index)
+    if share is not None and share.stored_before is not None:
+        statement = statement.where(Inbound.received_at < share.stored_before)
+    return list(session.execute(statement).scalars())

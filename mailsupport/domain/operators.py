@@ -6,13 +6,23 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 
 from mailsupport.db.models import Operator, OperatorAddress, OperatorQueue, Queue
 from mailsupport.errors import InvalidValueError, NotFoundError
 
 _EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+# Prepared once: the pipeline asks these for every message.
+_EVERY_ADDRESS = union_all(select(Operator.email), select(OperatorAddress.address))
+_QUEUE_MEMBERS = (
+    select(Operator)
+    .join(OperatorQueue, OperatorQueue.operator_id == Operator.id)
+    .where(OperatorQueue.queue_id == bindparam("queue_id"), Operator.active.is_(True))
+    .order_by(Operator.email)
+)
 
 
 def add_operator(session: Session, email: str, name: str, now: datetime) -> Operator:
@@ -60,8 +70,7 @@ def find_operator(session: Session, ref: str) -> Operator:
 
 def operator_emails(session: Session) -> frozenset[str]:
     """Every address operators write from, theirs and alternate ones."""
-    both = union_all(select(Operator.email), select(OperatorAddress.address))
-    return frozenset(session.execute(both).scalars())
+    return frozenset(session.execute(_EVERY_ADDRESS).scalars())
 
 
 def remove_operator(session: Session, ref: str) -> Operator:
@@ -156,13 +165,4 @@ def queues_of(session: Session, operator: Operator) -> list[str]:
 
 def queue_members(session: Session, queue_id: int) -> Sequence[Operator]:
     """Active operators of a queue: who gets its unassigned tickets' mail."""
-    return (
-        session.execute(
-            select(Operator)
-            .join(OperatorQueue, OperatorQueue.operator_id == Operator.id)
-            .where(OperatorQueue.queue_id == queue_id, Operator.active.is_(True))
-            .order_by(Operator.email)
-        )
-        .scalars()
-        .all()
-    )
+    return session.execute(_QUEUE_MEMBERS, {"queue_id": queue_id}).scalars().all()

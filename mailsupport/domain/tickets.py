@@ -2,16 +2,22 @@
 
 Email commands, the CLI and the scheduler all change tickets through these functions, so a
 status change made anywhere produces the same event (and later the same notice).
+
+Events and participants are only ever appended, and every message the pipeline processes
+adds several: they are written with prepared Core statements rather than through the ORM's
+unit of work, which cost four times as much per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mailsupport.db.models import (
     Contact,
@@ -32,6 +38,46 @@ from mailsupport.errors import InvalidValueError, NotFoundError
 TICKET_COUNTER = "ticket"
 _NEW_EVENTS = "mailsupport.new_events"
 
+_EVENTS: Table = Event.__table__  # type: ignore[assignment]
+_PARTICIPANTS: Table = Participant.__table__  # type: ignore[assignment]
+_INSERT_EVENT = insert(_EVENTS)
+_INSERT_PARTICIPANT = insert(_PARTICIPANTS)
+_IS_PARTICIPANT = (
+    select(Participant.id)
+    .join(Contact, Contact.id == Participant.contact_id)
+    .where(Participant.ticket_id == bindparam("ticket_id"), Contact.email == bindparam("email"))
+    .limit(1)
+)
+_PARTICIPANTS_OF = (
+    select(Participant)
+    .where(Participant.ticket_id == bindparam("ticket_id"))
+    .order_by(Participant.id)
+)
+_BY_NUMBER = select(Ticket).where(Ticket.number == bindparam("number"))
+_BY_NUMBER_FOR_UPDATE = _BY_NUMBER.with_for_update(of=Ticket)
+_COUNTERS: Table = Counter.__table__  # type: ignore[assignment]
+_NEXT_NUMBER = (
+    update(_COUNTERS)
+    .where(_COUNTERS.c.name == TICKET_COUNTER)
+    .values(value=_COUNTERS.c.value + 1)
+    .returning(_COUNTERS.c.value)
+)
+_INSERT_TICKET = insert(Ticket).returning(Ticket)
+_QUEUE_BY_NAME = select(Queue).where(Queue.name == bindparam("name"))
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as recorded in this transaction: what notifications are derived from."""
+
+    ticket_id: int
+    at: datetime
+    actor: str
+    kind: str
+    old: str | None = None
+    new: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
 
 def record_event(
     session: Session,
@@ -43,36 +89,39 @@ def record_event(
     old: str | None = None,
     new: str | None = None,
     data: dict[str, Any] | None = None,
-) -> Event:
-    event = Event(
-        ticket_id=ticket.id, at=now, actor=actor, kind=kind, old=old, new=new, data=data or {}
+) -> RecordedEvent:
+    event = RecordedEvent(ticket.id, now, actor, kind, old, new, data or {})
+    session.execute(
+        _INSERT_EVENT,
+        {
+            "ticket_id": ticket.id,
+            "at": now,
+            "actor": actor,
+            "kind": kind,
+            "old": old,
+            "new": new,
+            "data": event.data,
+        },
     )
-    session.add(event)
     new_events(session).append(event)
     return event
 
 
-def new_events(session: Session) -> list[Event]:
+def new_events(session: Session) -> list[RecordedEvent]:
     """Events recorded in this session's transaction, for deriving notifications before commit."""
-    events: list[Event] = session.info.setdefault(_NEW_EVENTS, [])
+    events: list[RecordedEvent] = session.info.setdefault(_NEW_EVENTS, [])
     return events
 
 
-def take_new_events(session: Session) -> list[Event]:
+def take_new_events(session: Session) -> list[RecordedEvent]:
     """The events recorded since the last call, removed from the pending list."""
-    events: list[Event] = session.info.pop(_NEW_EVENTS, [])
+    events: list[RecordedEvent] = session.info.pop(_NEW_EVENTS, [])
     return events
 
 
 def next_ticket_number(session: Session) -> int:
     """The next number, taken under the counter row's write lock so writers never collide."""
-    statement = (
-        update(Counter)
-        .where(Counter.name == TICKET_COUNTER)
-        .values(value=Counter.value + 1)
-        .returning(Counter.value)
-    )
-    value = session.execute(statement).scalar_one_or_none()
+    value = session.execute(_NEXT_NUMBER).scalar_one_or_none()
     if value is None:
         session.add(Counter(name=TICKET_COUNTER, value=1))
         session.flush()
@@ -81,10 +130,10 @@ def next_ticket_number(session: Session) -> int:
 
 
 def get_or_create_queue(session: Session, name: str) -> Queue:
-    queue = session.execute(select(Queue).where(Queue.name == name)).scalar_one_or_none()
+    queue = session.execute(_QUEUE_BY_NAME, {"name": name}).scalar_one_or_none()
     if queue is None:
         session.execute(insert_ignoring_conflict(session, Queue, {"name": name}, ["name"]))
-        queue = session.execute(select(Queue).where(Queue.name == name)).scalar_one()
+        queue = session.execute(_QUEUE_BY_NAME, {"name": name}).scalar_one()
     return queue
 
 
@@ -97,18 +146,21 @@ def open_ticket(
     actor: str,
     now: datetime,
 ) -> Ticket:
-    ticket = Ticket(
-        number=next_ticket_number(session),
-        subject=subject,
-        status=TicketStatus.NEW,
-        priority=Priority.NORMAL,
-        queue=queue,
-        requester=requester,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(ticket)
-    session.flush()
+    values = {
+        "number": next_ticket_number(session),
+        "subject": subject,
+        "status": TicketStatus.NEW,
+        "priority": Priority.NORMAL,
+        "queue_id": queue.id,
+        "requester_id": requester.id,
+        "created_at": now,
+        "updated_at": now,
+    }
+    ticket: Ticket = session.execute(_INSERT_TICKET, values).scalar_one()
+    # The related rows are in hand: loading them again later would cost a query each.
+    set_committed_value(ticket, "queue", queue)
+    set_committed_value(ticket, "requester", requester)
+    set_committed_value(ticket, "assignee", None)
     record_event(
         session,
         ticket,
@@ -123,10 +175,8 @@ def open_ticket(
 
 
 def get_ticket(session: Session, number: int, *, for_update: bool = False) -> Ticket:
-    statement = select(Ticket).where(Ticket.number == number)
-    if for_update:
-        statement = statement.with_for_update(of=Ticket)
-    ticket = session.execute(statement).unique().scalar_one_or_none()
+    statement = _BY_NUMBER_FOR_UPDATE if for_update else _BY_NUMBER
+    ticket = session.execute(statement, {"number": number}).unique().scalar_one_or_none()
     if ticket is None:
         raise NotFoundError(f"No such ticket: {number}")
     return ticket
@@ -207,31 +257,24 @@ def set_priority(
 
 
 def participants(session: Session, ticket: Ticket) -> Sequence[Participant]:
-    return (
-        session.execute(
-            select(Participant).where(Participant.ticket_id == ticket.id).order_by(Participant.id)
-        )
-        .scalars()
-        .all()
-    )
+    return session.execute(_PARTICIPANTS_OF, {"ticket_id": ticket.id}).scalars().all()
 
 
-def is_participant(session: Session, ticket: Ticket, email: str) -> bool:
-    found = session.execute(
-        select(Participant.id)
-        .join(Contact, Contact.id == Participant.contact_id)
-        .where(Participant.ticket_id == ticket.id, Contact.email == email.lower())
-    ).first()
-    return found is not None
+def is_participant(session: Session, ticket_id: int, email: str) -> bool:
+    found = session.execute(_IS_PARTICIPANT, {"ticket_id": ticket_id, "email": email.lower()})
+    return found.first() is not None
 
 
 def add_participant(
     session: Session, ticket: Ticket, contact: Contact, *, role: str, actor: str, now: datetime
 ) -> bool:
     """Add a contact to the ticket; False when they already take part."""
-    if is_participant(session, ticket, contact.email):
+    if is_participant(session, ticket.id, contact.email):
         return False
-    session.add(Participant(ticket_id=ticket.id, contact=contact, role=role, added_at=now))
+    session.execute(
+        _INSERT_PARTICIPANT,
+        {"ticket_id": ticket.id, "contact_id": contact.id, "role": role, "added_at": now},
+    )
     record_event(
         session,
         ticket,

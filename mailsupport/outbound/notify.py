@@ -28,9 +28,14 @@ from mailsupport.core.outmail import (
     OutgoingMail,
 )
 from mailsupport.core.render import RenderError, Templates
-from mailsupport.db.models import Contact, Direction, Event, Message, Operator, Ticket
+from mailsupport.db.models import Contact, Direction, Message, Operator, Ticket
 from mailsupport.domain.actors import SYSTEM
-from mailsupport.domain.tickets import participants, record_event, take_new_events
+from mailsupport.domain.tickets import (
+    RecordedEvent,
+    participants,
+    record_event,
+    take_new_events,
+)
 from mailsupport.outbound.outbox import enqueue
 from mailsupport.outbound.policy import automatic_mail_refusal
 from mailsupport.outbound.staff import StaffMail, Thread, ticket_thread
@@ -59,7 +64,7 @@ class Notifier:
 
     def flush(self, session: Session) -> None:
         """Derive mail from the events recorded so far in ``session``; call before commit."""
-        by_ticket: dict[int, list[Event]] = defaultdict(list)
+        by_ticket: dict[int, list[RecordedEvent]] = defaultdict(list)
         for event in take_new_events(session):
             by_ticket[event.ticket_id].append(event)
         for ticket_id, events in by_ticket.items():
@@ -67,7 +72,7 @@ class Notifier:
             if ticket is not None:
                 self._for_ticket(session, ticket, events)
 
-    def _for_ticket(self, session: Session, ticket: Ticket, events: list[Event]) -> None:
+    def _for_ticket(self, session: Session, ticket: Ticket, events: list[RecordedEvent]) -> None:
         created = any(event.kind == "created" for event in events)
         for event in events:
             if _inbound_message(event) and created:
@@ -84,7 +89,7 @@ class Notifier:
     # --- operators ------------------------------------------------------------------------
 
     def _tell_operators(
-        self, session: Session, ticket: Ticket, event: Event, template: str
+        self, session: Session, ticket: Ticket, event: RecordedEvent, template: str
     ) -> None:
         """Mail the operators working on the ticket the new text, signed for their replies."""
         if event.data.get("kind", MailKind.NORMAL) not in _WORTH_TELLING:
@@ -135,7 +140,7 @@ class Notifier:
         found.pop(author_id or 0, None)
         return list(found.values())
 
-    def _announces(self, event: Event) -> bool:
+    def _announces(self, event: RecordedEvent) -> bool:
         # Telling a customer that their own reply reopened the ticket is noise.
         return event.new in self.config.notifications.statuses and not event.actor.startswith(
             "contact:"
@@ -143,7 +148,7 @@ class Notifier:
 
     # --- acknowledgement -------------------------------------------------------------------
 
-    def _acknowledge(self, session: Session, ticket: Ticket, trigger: Event) -> None:
+    def _acknowledge(self, session: Session, ticket: Ticket, trigger: RecordedEvent) -> None:
         screened = None
         if trigger.data.get("no_auto_reply"):
             evidence = ", ".join(trigger.data.get("screen_reasons", [])) or "machine mail"
@@ -161,7 +166,7 @@ class Notifier:
 
     # --- status notices --------------------------------------------------------------------
 
-    def _status_notices(self, session: Session, ticket: Ticket, event: Event) -> None:
+    def _status_notices(self, session: Session, ticket: Ticket, event: RecordedEvent) -> None:
         thread = ticket_thread(session, ticket)
         in_reply_to, references = thread.in_reply_to, thread.references
         extra = {"old_status": event.old or "", "new_status": event.new or ""}
@@ -261,7 +266,7 @@ class Notifier:
 _WORTH_TELLING = frozenset({MailKind.NORMAL, MailKind.LIST})
 
 
-def _inbound_message(event: Event) -> bool:
+def _inbound_message(event: RecordedEvent) -> bool:
     return event.kind == "message" and event.data.get("direction") == Direction.IN
 
 

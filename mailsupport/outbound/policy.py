@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
@@ -20,22 +20,27 @@ from mailsupport.domain.contacts import find_contact
 _ROBOTS = ("mailerdaemon", "postmaster", "noreply", "donotreply", "dontreply", "bounce")
 
 
+# Automatic mails to an address in the last hour and the last day, in one query.
+_RECENT_AUTOMATIC = (
+    select(
+        func.coalesce(func.sum(case((Outbox.created_at >= bindparam("hour_ago"), 1), else_=0)), 0),
+        func.count(OutboxRecipient.id),
+    )
+    .join(Outbox, Outbox.id == OutboxRecipient.outbox_id)
+    .where(
+        OutboxRecipient.address == bindparam("address"),
+        Outbox.automatic.is_(True),
+        Outbox.created_at >= bindparam("day_ago"),
+        Outbox.state != OutboxState.CANCELLED,
+    )
+)
+
+
 def _automatic_mails_since(
     session: Session, address: str, hour_ago: datetime, day_ago: datetime
 ) -> tuple[int, int]:
-    """Automatic mails to ``address`` since each of the two times, in one query."""
-    in_last_hour = func.coalesce(func.sum(case((Outbox.created_at >= hour_ago, 1), else_=0)), 0)
-    statement = (
-        select(in_last_hour, func.count(OutboxRecipient.id))
-        .join(Outbox, Outbox.id == OutboxRecipient.outbox_id)
-        .where(
-            OutboxRecipient.address == address,
-            Outbox.automatic.is_(True),
-            Outbox.created_at >= day_ago,
-            Outbox.state != OutboxState.CANCELLED,
-        )
-    )
-    hour, day = session.execute(statement).one()
+    values = {"address": address, "hour_ago": hour_ago, "day_ago": day_ago}
+    hour, day = session.execute(_RECENT_AUTOMATIC, values).one()
     return int(hour), int(day)
 
 

@@ -9,27 +9,33 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Attachment as ParsedAttachment
-from mailsupport.db.models import Attachment, Blob, Message
+from mailsupport.db.models import Attachment, Blob
 from mailsupport.db.upsert import insert_ignoring_conflict
+
+_INSERT_ATTACHMENT = insert(Attachment.__table__)  # type: ignore[arg-type]
 
 
 def store_attachments(
-    session: Session, message: Message, attachments: tuple[ParsedAttachment, ...]
+    session: Session, message_row: int, attachments: tuple[ParsedAttachment, ...]
 ) -> None:
+    """Store the files of the (flushed) message ``message_row``."""
     for position, item in enumerate(attachments):
         digest = hashlib.sha256(item.content).hexdigest()
         values = {"sha256": digest, "size": item.size, "data": item.content}
         session.execute(insert_ignoring_conflict(session, Blob, values, ["sha256"]))
-        message.attachments.append(
-            Attachment(
-                id=secrets.token_hex(16),
-                position=position,
-                filename=item.filename[:255],
-                content_type=item.content_type[:255],
-                size=item.size,
-                sha256=digest,
-            )
+        session.execute(
+            _INSERT_ATTACHMENT,
+            {
+                "id": secrets.token_hex(16),
+                "message_id": message_row,
+                "position": position,
+                "filename": item.filename[:255],
+                "content_type": item.content_type[:255],
+                "size": item.size,
+                "sha256": digest,
+            },
         )

@@ -87,8 +87,8 @@ def _store(
         operator_id=mail.operator.id,
     )
     session.add(message)
-    store_attachments(session, message, parsed.attachments)
     session.flush()
+    store_attachments(session, message.id, parsed.attachments)
     mail.ticket.updated_at = now
     return message
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +22,7 @@ from mailsupport.config import Config
 from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
 from mailsupport.db.engine import read_session
-from mailsupport.db.inbox import pending_ids
+from mailsupport.db.inbox import Share, pending_ids
 from mailsupport.db.models import Inbound, InboundState, Ticket
 from mailsupport.domain.actors import contact_actor
 from mailsupport.domain.tickets import record_event
@@ -33,7 +33,7 @@ from mailsupport.pipeline.bounce import link_bounce
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import identify
 from mailsupport.pipeline.operator import Claim, prove_operator
-from mailsupport.pipeline.screen import mark_inbound, screen_message
+from mailsupport.pipeline.screen import screen_message, screening_marks
 from mailsupport.pipeline.staff_route import route_operator_mail
 from mailsupport.pipeline.thread import thread
 
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # A database that keeps failing on one message (locked, connection lost) is retried this many
 # times before the message is quarantined, so a transient outage quarantines nothing.
 MAX_TRANSIENT_ATTEMPTS = 5
+# A worker whose own share is done takes mail another worker has not started on for this long:
+# that worker is stuck on a huge message, or gone.
+ORPHANED_AFTER = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,19 @@ def _load(factory: sessionmaker[Session], inbound_id: int) -> _Loaded | None:
     return _Loaded(raw, envelope_from, tuple(envelope_to or ()), received_at, queue)
 
 
-def _claim(session: Session, inbound_id: int) -> Inbound | None:
-    statement = (
-        select(Inbound)
-        .where(Inbound.id == inbound_id, Inbound.state == InboundState.PENDING)
-        .with_for_update(skip_locked=True)
-    )
-    return session.execute(statement).scalar_one_or_none()
+_CLAIM = (
+    select(Inbound.id)
+    .where(Inbound.id == bindparam("inbound_id"), Inbound.state == InboundState.PENDING)
+    .with_for_update(skip_locked=True)
+)
+_INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
+# The SET columns are the parameters given besides inbound_id.
+_FINISH = update(_INBOUND).where(_INBOUND.c.id == bindparam("inbound_id"))
+
+
+def _claim(session: Session, inbound_id: int) -> bool:
+    """Whether the message is still pending; on PostgreSQL it is then locked for us."""
+    return session.execute(_CLAIM, {"inbound_id": inbound_id}).first() is not None
 
 
 class Pipeline:
@@ -102,16 +111,29 @@ class Pipeline:
         self.notifier = notifier or Notifier(config, clock)
         self.staff = self.notifier.staff
 
-    def process_pending(self, limit: int | None = None) -> int:
-        """Process the backlog in arrival order; returns how many messages were handled."""
+    def process_pending(self, limit: int | None = None, share: Share | None = None) -> int:
+        """Process the backlog in arrival order; returns how many messages were handled.
+
+        With a ``share``, this worker's part first, then whatever other workers left behind
+        for longer than ``ORPHANED_AFTER``.
+        """
+        done = self._sweep(limit, share)
+        if share is not None and share.of > 1:
+            left_behind = Share(stored_before=self.clock.now() - ORPHANED_AFTER)
+            done += self._sweep(None if limit is None else limit - done, left_behind)
+        return done
+
+    def _sweep(self, limit: int | None, share: Share | None) -> int:
         done = 0
         after = 0
         while limit is None or done < limit:
             with read_session(self.factory) as session:
-                ids = pending_ids(session, limit=100, after_id=after)
+                ids = pending_ids(session, limit=100, after_id=after, share=share)
             if not ids:
                 break
             for inbound_id in ids:
+                if limit is not None and done >= limit:
+                    break
                 if self.process_one(inbound_id) is not None:
                     done += 1
                 after = inbound_id
@@ -139,20 +161,25 @@ class Pipeline:
     def _apply(self, inbound_id: int, loaded: _Loaded, parsed: ParsedMessage) -> Outcome | None:
         now = self.clock.now()
         with self.factory.begin() as session:
-            row = _claim(session, inbound_id)
-            if row is None:
+            if not _claim(session, inbound_id):
                 return None
             screening = screen_message(parsed, loaded.envelope_from, self.config)
             incoming = Incoming(
                 inbound_id, loaded.envelope_to, loaded.received_at, parsed, screening, loaded.queue
             )
             ticket, detail = self._route(session, incoming, loaded.raw, now)
-            mark_inbound(row, screening)
-            row.state = InboundState.PROCESSED
-            row.processed_at = now
-            row.outcome = detail
             self.notifier.flush(session)
-            row.quarantine_reason = None
+            session.execute(
+                _FINISH,
+                {
+                    "inbound_id": inbound_id,
+                    "state": InboundState.PROCESSED,
+                    "processed_at": now,
+                    "outcome": detail,
+                    "quarantine_reason": None,
+                    **screening_marks(screening),
+                },
+            )
         log.info("message <%s> (inbound %s): %s", parsed.message_id, inbound_id, detail)
         number = ticket.number if ticket else None
         return Outcome(inbound_id, InboundState.PROCESSED, detail, number)

@@ -7,11 +7,11 @@ marks decide whether a ticket may be opened and, later, whether any automatic ma
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from mailsupport.config import Config
 from mailsupport.core.message import ParsedMessage, Screening
 from mailsupport.core.screen import screen
-from mailsupport.db.models import Inbound
 
 
 def screen_message(parsed: ParsedMessage, envelope_from: str | None, config: Config) -> Screening:
@@ -25,7 +25,10 @@ def screen_message(parsed: ParsedMessage, envelope_from: str | None, config: Con
     return screen(parsed, own_addresses=config.support_addresses, own_domains=config.own_domains)
 
 
-def mark_inbound(row: Inbound, screening: Screening) -> None:
-    row.kind = screening.kind
-    row.screen_reasons = list(screening.reasons)
-    row.no_auto_reply = screening.no_auto_reply
+def screening_marks(screening: Screening) -> dict[str, Any]:
+    """The stored message's columns that record what screening found."""
+    return {
+        "kind": screening.kind,
+        "screen_reasons": list(screening.reasons),
+        "no_auto_reply": screening.no_auto_reply,
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
@@ -22,7 +21,8 @@ from mailsupport.core.threads import Action, Decision
 from mailsupport.db.models import Ticket
 from mailsupport.domain.actors import operator_actor
 from mailsupport.domain.contacts import get_or_create_contact
-from mailsupport.domain.tickets import record_event
+from mailsupport.domain.tickets import get_ticket, record_event
+from mailsupport.errors import NotFoundError
 from mailsupport.outbound.staff import StaffMail
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.context import Incoming
@@ -36,16 +36,17 @@ def _ticket_of(session: Session, incoming: Incoming, claim: Claim, config: Confi
     number = claim.ticket_number or None
     if number is None:
         found = referenced_ticket(session, incoming)
-        if found is not None:
-            return found[0]
-        number = find_ticket_number(incoming.parsed.subject, config.support.tag)
+        number = (
+            found[0].number
+            if found is not None
+            else find_ticket_number(incoming.parsed.subject, config.support.tag)
+        )
     if number is None:
         return None
-    return (
-        session.execute(select(Ticket).where(Ticket.number == number).with_for_update(of=Ticket))
-        .unique()
-        .scalar_one_or_none()
-    )
+    try:
+        return get_ticket(session, number, for_update=True)
+    except NotFoundError:
+        return None
 
 
 def route_operator_mail(

@@ -6,7 +6,9 @@ sender takes part in it) and leaves the decision to the pure ``core.threads.deci
 
 from __future__ import annotations
 
-from sqlalchemy import select, union_all
+from typing import Any
+
+from sqlalchemy import bindparam, select, union_all
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
@@ -20,9 +22,25 @@ from mailsupport.pipeline.identify import People
 # A References header can be long; the newest ids are at its end and matter most.
 MAX_REFERENCES = 50
 
+# Mail we sent to operators is not a message of the conversation, only an outbox row.
+_REFERENCED_ROWS = union_all(
+    select(Message.message_id, Message.ticket_id).where(
+        Message.message_id.in_(bindparam("ids", expanding=True))
+    ),
+    select(Outbox.message_id, Outbox.ticket_id).where(
+        Outbox.message_id.in_(bindparam("ids", expanding=True)), Outbox.ticket_id.is_not(None)
+    ),
+).subquery()
+_REFERENCED = select(_REFERENCED_ROWS.c.message_id, Ticket.id, Ticket.number, Ticket.status).join(
+    Ticket, Ticket.id == _REFERENCED_ROWS.c.ticket_id
+)
+_TAGGED = select(Ticket.id, Ticket.number, Ticket.status).where(
+    Ticket.number == bindparam("number")
+)
 
-def _ref(ticket: Ticket) -> TicketRef:
-    return TicketRef(number=ticket.number, closed=ticket.status == TicketStatus.CLOSED)
+
+def _ref(row: Any) -> TicketRef:
+    return TicketRef(number=row.number, closed=row.status == TicketStatus.CLOSED)
 
 
 def _candidate_ids(incoming: Incoming) -> list[str]:
@@ -32,52 +50,31 @@ def _candidate_ids(incoming: Incoming) -> list[str]:
     return list(dict.fromkeys(i for i in ordered if i and i != own))
 
 
-def referenced_ticket(session: Session, incoming: Incoming) -> tuple[Ticket, str] | None:
+def referenced_ticket(session: Session, incoming: Incoming) -> tuple[TicketRef, str] | None:
     """The ticket of the most relevant stored message that this mail refers to."""
     ids = _candidate_ids(incoming)
     if not ids:
         return None
-    # Mail we sent to operators is not a message of the conversation, only an outbox row.
-    stored = select(Message.message_id, Message.ticket_id).where(Message.message_id.in_(ids))
-    sent = select(Outbox.message_id, Outbox.ticket_id).where(
-        Outbox.message_id.in_(ids), Outbox.ticket_id.is_not(None)
-    )
-    found = union_all(stored, sent).subquery()
-    rows = (
-        session.execute(
-            select(found.c.message_id, Ticket).join(Ticket, Ticket.id == found.c.ticket_id)
-        )
-        .unique()
-        .all()
-    )
-    by_id = {message_id: ticket for message_id, ticket in rows}
+    by_id = {row.message_id: row for row in session.execute(_REFERENCED, {"ids": ids})}
     for candidate in ids:
         if candidate in by_id:
-            return by_id[candidate], candidate
+            return _ref(by_id[candidate]), candidate
     return None
-
-
-def _tagged_ticket(session: Session, number: int | None) -> Ticket | None:
-    if number is None:
-        return None
-    return (
-        session.execute(select(Ticket).where(Ticket.number == number)).unique().scalar_one_or_none()
-    )
 
 
 def thread(session: Session, incoming: Incoming, people: People, config: Config) -> Decision:
     parsed = incoming.parsed
     referenced = referenced_ticket(session, incoming)
     number = find_ticket_number(parsed.subject, config.support.tag)
-    tagged = _tagged_ticket(session, number)
+    tagged = session.execute(_TAGGED, {"number": number}).first() if number is not None else None
     sender = people.sender.email if people.sender else ""
     facts = ThreadFacts(
         kind=incoming.screening.kind,
         from_own_address=bool(sender and config.base_address(sender)),
-        referenced=_ref(referenced[0]) if referenced else None,
+        referenced=referenced[0] if referenced else None,
         referenced_message_id=referenced[1] if referenced else "",
         tagged_number=number,
         tagged=_ref(tagged) if tagged else None,
-        sender_participates=bool(tagged and sender and is_participant(session, tagged, sender)),
+        sender_participates=bool(tagged and sender and is_participant(session, tagged.id, sender)),
     )
     return decide(facts)
