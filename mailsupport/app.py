@@ -32,6 +32,7 @@ def open_app(
     clock: Clock | None = None,
     migrate: bool = False,
     flush_each_commit: bool = True,
+    auto_checkpoint: bool = True,
 ) -> App:
     """Connect to the configured database and make sure its schema is current.
 
@@ -44,6 +45,7 @@ def open_app(
             config.database.url,
             busy_timeout=config.database.busy_timeout,
             flush_each_commit=flush_each_commit,
+            auto_checkpoint=auto_checkpoint,
         )
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise ConfigError(f"Invalid config: database.url cannot be used: {exc}.") from exc

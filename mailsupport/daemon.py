@@ -28,6 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mailsupport.app import App, open_app
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
+from mailsupport.db.engine import checkpoint, is_sqlite
 from mailsupport.db.inbox import Share, Stored
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
@@ -37,6 +38,8 @@ from mailsupport.outbound.sender import OutboxSender
 from mailsupport.pipeline.runner import Pipeline
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_SECONDS = 10.0
 
 
 class _Event(Protocol):
@@ -61,7 +64,10 @@ def run_worker(
     """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
     # A processed message whose commit a power cut undoes is simply processed again, outbox
     # rows included (they share the transaction); only storing mail must be flushed each time.
-    app = open_app(config, clock=clock, migrate=False, flush_each_commit=False)
+    # Checkpoints are left to the daemon's connections and its checkpoint job.
+    app = open_app(
+        config, clock=clock, migrate=False, flush_each_commit=False, auto_checkpoint=False
+    )
     pipeline = Pipeline(app.factory, app.config, app.clock)
     try:
         while not signals.stop.is_set():
@@ -170,6 +176,18 @@ class Daemon:
             max_instances=1,
             coalesce=True,
         )
+        if is_sqlite(self.app.engine):
+            # Workers never checkpoint: without intake to do it, a long backlog would grow the
+            # WAL without bound.
+            self._scheduler.add_job(
+                checkpoint,
+                "interval",
+                args=(self.app.engine,),
+                id="wal-checkpoint",
+                seconds=CHECKPOINT_SECONDS,
+                max_instances=1,
+                coalesce=True,
+            )
         self._scheduler.start()
         self._waker = threading.Thread(target=self._wake_outbox, name="outbox-waker", daemon=True)
         self._waker.start()

@@ -25,18 +25,42 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 def make_engine(
-    url: str, *, busy_timeout: float = 5.0, echo: bool = False, flush_each_commit: bool = True
+    url: str,
+    *,
+    busy_timeout: float = 5.0,
+    echo: bool = False,
+    flush_each_commit: bool = True,
+    auto_checkpoint: bool = True,
 ) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, full sync and immediate write transactions."""
+    """An engine for ``url``; SQLite gets WAL, full sync and immediate write transactions.
+
+    ``auto_checkpoint=False`` leaves copying the WAL back into the database to other
+    connections and to ``checkpoint``: a pipeline worker then never stalls a message on it.
+    """
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, busy_timeout, echo, flush_each_commit)
+        return _sqlite_engine(url, busy_timeout, echo, flush_each_commit, auto_checkpoint)
     return create_engine(url, echo=echo, pool_pre_ping=True, future=True)
 
 
-def _sqlite_engine(url: str, busy_timeout: float, echo: bool, flush_each_commit: bool) -> Engine:
+def checkpoint(engine: Engine) -> None:
+    """Copy what the WAL holds into the SQLite database, without waiting on any reader."""
+    if is_sqlite(engine):
+        # Outside any transaction: within one (and SQLAlchemy would begin one) it cannot run.
+        connection = engine.raw_connection()
+        try:
+            connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            connection.close()
+
+
+def _sqlite_engine(
+    url: str, busy_timeout: float, echo: bool, flush_each_commit: bool, auto_checkpoint: bool
+) -> Engine:
     # NORMAL keeps WAL consistent but may lose the last commits on power loss (never on a
     # crash of the process): fine for work that is redone from stored mail, not for storing it.
     synchronous = "FULL" if flush_each_commit else "NORMAL"
+    # Pages of WAL after which a commit also checkpoints (SQLite's default); 0 never does.
+    checkpoint_pages = 1000 if auto_checkpoint else 0
     engine = create_engine(
         url,
         echo=echo,
@@ -50,6 +74,7 @@ def _sqlite_engine(url: str, busy_timeout: float, echo: bool, flush_each_commit:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.close()
