@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from mailsupport.db.models import (
     Contact,
@@ -62,7 +61,8 @@ _NEXT_NUMBER = (
     .values(value=_COUNTERS.c.value + 1)
     .returning(_COUNTERS.c.value)
 )
-_INSERT_TICKET = insert(Ticket).returning(Ticket)
+_TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
+_INSERT_TICKET = insert(_TICKETS).returning(_TICKETS.c.id)
 _QUEUE_BY_NAME = select(Queue).where(Queue.name == bindparam("name"))
 
 
@@ -156,11 +156,8 @@ def open_ticket(
         "created_at": now,
         "updated_at": now,
     }
-    ticket: Ticket = session.execute(_INSERT_TICKET, values).scalar_one()
-    # The related rows are in hand: loading them again later would cost a query each.
-    set_committed_value(ticket, "queue", queue)
-    set_committed_value(ticket, "requester", requester)
-    set_committed_value(ticket, "assignee", None)
+    ticket_id = session.execute(_INSERT_TICKET, values).scalar_one()
+    ticket = session.get_one(Ticket, ticket_id)
     record_event(
         session,
         ticket,
@@ -170,7 +167,7 @@ def open_ticket(
         new=TicketStatus.NEW,
         data={"queue": queue.name, "requester": requester.email},
     )
-    add_participant(session, ticket, requester, role="requester", actor=actor, now=now)
+    _insert_participant(session, ticket, requester, role="requester", actor=actor, now=now)
     return ticket
 
 
@@ -271,6 +268,13 @@ def add_participant(
     """Add a contact to the ticket; False when they already take part."""
     if is_participant(session, ticket.id, contact.email):
         return False
+    _insert_participant(session, ticket, contact, role=role, actor=actor, now=now)
+    return True
+
+
+def _insert_participant(
+    session: Session, ticket: Ticket, contact: Contact, *, role: str, actor: str, now: datetime
+) -> None:
     session.execute(
         _INSERT_PARTICIPANT,
         {"ticket_id": ticket.id, "contact_id": contact.id, "role": role, "added_at": now},
@@ -284,7 +288,6 @@ def add_participant(
         new=contact.email,
         data={"role": role},
     )
-    return True
 
 
 def set_queue(session: Session, ticket: Ticket, queue: Queue, *, actor: str, now: datetime) -> bool:
