@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = {"mailsupport_read_only": True}
@@ -110,7 +111,8 @@ def _begin_immediate(dbapi_conn: sqlite3.Connection, busy_timeout: float) -> Non
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() + wait > deadline:
-                    raise
+                    # As SQLAlchemy would have raised it, for callers that catch its errors.
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
             time.sleep(wait)
             wait = min(wait * 2, _LONGEST_WAIT)
     finally:
