@@ -3,15 +3,20 @@
 smtplib's ``sendmail`` raises on the first refusal and hides which recipients were accepted;
 the outbox needs each recipient's own answer (5xx fails that recipient only, 4xx retries it),
 so the SMTP transaction is driven command by command here.
+
+While the relay reads our MAIL FROM, the caller may do some work of its own (``meanwhile``):
+the outbox sender records the previous mail's result there, so the database and the relay work
+at the same time and a mail is never handed over before the one before it is on record.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mailsupport.config import RelayConfig
@@ -19,6 +24,8 @@ from mailsupport.config import RelayConfig
 log = logging.getLogger(__name__)
 
 Reply = tuple[int, str]
+# An addr-spec with nothing to quote or parse: sent as it is, without smtplib's address parser.
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
 
 
 class RelayUnavailableError(Exception):
@@ -35,6 +42,13 @@ class Delivery:
 
     replies: dict[str, Reply]
     retry_all: str = ""
+
+
+def _path(address: str) -> str:
+    """``<address>`` as MAIL FROM and RCPT TO take it."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def _text(message: bytes | str) -> str:
@@ -83,28 +97,51 @@ class Relay:
                 self._client.close()
             self._client = None
 
-    def send(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> Delivery:
-        """One SMTP transaction; raises RelayUnavailableError when the connection fails."""
+    def send(
+        self,
+        envelope_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Delivery:
+        """One SMTP transaction; raises RelayUnavailableError when the connection fails.
+
+        ``meanwhile`` is called once MAIL FROM is on its way, before its reply is read, so
+        before any of the mail is sent. If it raises, the connection is dropped.
+        """
         if self._client is None:
             self._client = self._connect()
+        client = self._client
         try:
-            return self._transaction(self._client, envelope_from, recipients, raw)
-        except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            self._client.close()
-            self._client = None
+            return self._transaction(client, envelope_from, recipients, raw, meanwhile)
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            self._drop(client)
             raise RelayUnavailableError(f"connection lost: {exc}") from exc
+        except BaseException:
+            self._drop(client)  # in the middle of a command: the connection is of no more use
+            raise
 
     def _transaction(
-        self, client: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], raw: bytes
+        self,
+        client: smtplib.SMTP,
+        envelope_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        meanwhile: Callable[[], None] | None,
     ) -> Delivery:
-        options = ["BODY=8BITMIME"] if client.has_extn("8bitmime") else []
-        code, message = client.mail(envelope_from, options)
+        # Declared only for mail that needs it: ours is 7-bit MIME nearly always.
+        eight_bit = not raw.isascii() and client.has_extn("8bitmime")
+        client.putcmd("mail", f"FROM:{_path(envelope_from)}{' BODY=8BITMIME' if eight_bit else ''}")
+        if meanwhile is not None:
+            meanwhile()
+        code, message = client.getreply()
         if code != 250:
             self._reset(client, code)
             return Delivery({}, retry_all=f"MAIL FROM refused: {code} {_text(message)}")
         replies: dict[str, Reply] = {}
         for recipient in recipients:
-            rcode, rmessage = client.rcpt(recipient)
+            client.putcmd("rcpt", f"TO:{_path(recipient)}")
+            rcode, rmessage = client.getreply()
             replies[recipient] = (rcode, _text(rmessage))
         accepted = [r for r, (c, _) in replies.items() if c in (250, 251)]
         if not accepted:
@@ -120,6 +157,11 @@ class Relay:
         if dcode != 250:
             self._reset(client, dcode)
         return Delivery(replies)
+
+    def _drop(self, client: smtplib.SMTP) -> None:
+        client.close()
+        if self._client is client:
+            self._client = None
 
     def _reset(self, client: smtplib.SMTP, code: int) -> None:
         if code == 421:  # the server is closing the connection
