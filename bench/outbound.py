@@ -12,12 +12,19 @@ noisy and absolute figures from elsewhere do not compare.
 (ours)  the outbox: the mails are enqueued as pending rows first (untimed: in the daemon that
         happens in the transaction of the change that caused them), then ``OutboxSender``
         sends them as the scheduler does: claim with a lease, send over one reused
-        connection, record each row's result in its own transaction. On SQLite (WAL,
-        synchronous=FULL) always; on PostgreSQL too when MAILSUPPORT_TEST_PG_URL is set, in a
-        database of its own created and dropped here.
+        connection, record each row's result in its own transaction before the relay gets
+        the next mail's data. On SQLite (WAL) always; on PostgreSQL too when
+        MAILSUPPORT_TEST_PG_URL is set, in a database of its own created and dropped here.
+
+Durability, as in the daemon: the sender commits its claims and its results without waiting
+for the disk (SQLite ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit = off``, on its own
+connection only); a process crash loses none of them, an OS crash or power cut may lose the
+last few and those mails are sent again with the same Message-ID (see
+mailsupport/outbound/sender.py). Results that are not the common "every recipient took it"
+case are committed with ``synchronous=FULL`` as everything else is.
 
 The SQLite database goes in the temporary directory: if that is a tmpfs, set TMPDIR to a real
-disk, or the fsync that synchronous=FULL asks for costs nothing and flatters (ours).
+disk, or the fsyncs that remain (WAL checkpoints, the rows' enqueueing) cost nothing.
 
 Goal: (ours on SQLite) >= 0.8 x (plain).
 """

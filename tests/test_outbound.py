@@ -6,22 +6,28 @@ and moved by the tests, so retries and rate limits are exercised without waiting
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses, parseaddr
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
 from mailsupport.app import App, open_app
-from mailsupport.clock import FrozenClock
+from mailsupport.clock import FrozenClock, as_utc
 from mailsupport.config import Config, build_config
 from mailsupport.core.message import Address
 from mailsupport.core.outmail import OutgoingMail, new_message_id
 from mailsupport.db.models import Event, Outbox, OutboxRecipient
 from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.tickets import change_status, get_ticket, parse_status
+from mailsupport.outbound import sender as sender_module
 from mailsupport.outbound.notify import Notifier
 from mailsupport.outbound.outbox import enqueue
 from mailsupport.outbound.sender import OutboxSender
@@ -286,6 +292,143 @@ def test_crash_between_commit_and_send_sends_once_after_restart(
     clock.advance(timedelta(days=1))
     assert OutboxSender(out_app.factory, out_app.config, clock).send_due() == 0
     assert len(relay.to("once@customer.test")) == 1
+
+
+def test_each_result_is_committed_before_the_next_mail_is_handed_over(
+    out_app: App, relay: Sink
+) -> None:
+    """When the relay takes a mail, every mail it took before is already on record as sent.
+
+    So a crash at any moment resends at most the one mail on the wire, never a batch.
+    """
+    ids = {_enqueue(out_app, [f"n{i}@customer.test"]) for i in range(6)}
+    engine = create_engine(out_app.config.database.url)
+    unrecorded: list[str] = []
+    take = relay.handler.handle_DATA
+
+    async def handle_data(server: Any, session: Any, envelope: Any) -> str:
+        earlier = [r.message["Message-ID"].strip("<>") for r in relay.received]
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(Outbox.message_id, Outbox.state).where(Outbox.message_id.in_(earlier))
+            )
+            states = {message_id: state for message_id, state in rows}
+        unrecorded.extend(m for m in earlier if states.get(m) != "sent")
+        return await take(server, session, envelope)
+
+    relay.handler.handle_DATA = handle_data  # type: ignore[method-assign]
+    try:
+        assert send(out_app) == 6
+    finally:
+        engine.dispose()
+    assert len(relay.received) == 6
+    assert unrecorded == []
+    assert {r.id for r in outbox_rows(out_app) if r.state == "sent"} == ids
+
+
+_KILLABLE_SENDER = """
+import json, sys
+from mailsupport.app import open_app
+from mailsupport.config import build_config
+from mailsupport.outbound import sender as sender_module
+from mailsupport.outbound.sender import OutboxSender
+app = open_app(build_config(json.loads(sys.argv[1]), env={}))
+OutboxSender(app.factory, app.config, app.clock).send_due()
+"""
+
+
+def test_kill_while_sending_resends_only_the_mail_on_the_wire(
+    db_url: str, relay: Sink, tmp_path: Path
+) -> None:
+    """``kill -9`` of the sender as the relay takes the third of six mails: one resend."""
+    data = config_data(db_url, relay={"port": relay.port, "timeout": 5.0})
+    start = FrozenClock(datetime.now(UTC) - timedelta(minutes=1))
+    app = open_app(build_config(data, env={}), clock=start, migrate=True)
+    try:
+        for i in range(6):
+            _enqueue(app, [f"k{i}@customer.test"])
+        child = subprocess.Popen([sys.executable, "-c", _KILLABLE_SENDER, json.dumps(data)])
+        take = relay.handler.handle_DATA
+
+        async def handle_data(server: Any, session: Any, envelope: Any) -> str:
+            reply = await take(server, session, envelope)
+            if len(relay.received) == 3:
+                child.kill()  # the relay has the mail; the sender never hears the 250
+                child.wait()
+            return reply
+
+        relay.handler.handle_DATA = handle_data  # type: ignore[method-assign]
+        assert child.wait(timeout=60) == -signal.SIGKILL
+        relay.handler.handle_DATA = take  # type: ignore[method-assign]
+        # The restarted daemon, once the dead one's lease has run out.
+        later = FrozenClock(datetime.now(UTC) + timedelta(hours=2))
+        assert OutboxSender(app.factory, app.config, later).send_due() == 4
+        received = [r.rcpt_tos[0] for r in relay.received]
+        assert sorted(set(received)) == [f"k{i}@customer.test" for i in range(6)]
+        assert len(received) == 7 and received.count(received[2]) == 2
+        assert {r.state for r in outbox_rows(app)} == {"sent"}
+    finally:
+        app.close()
+
+
+def test_mail_accepted_by_every_recipient(out_app: App, relay: Sink) -> None:
+    outbox_id = _enqueue(out_app, ["a@customer.test", "b@customer.test"])
+    assert send(out_app) == 1
+    [row] = outbox_rows(out_app)
+    assert (row.id, row.state, row.attempts) == (outbox_id, "sent", 1)
+    assert row.sent_at is not None
+    with out_app.factory() as session:
+        recipients = session.execute(select(OutboxRecipient)).scalars().all()
+    assert {(r.address, r.state, r.code) for r in recipients} == {
+        ("a@customer.test", "sent", 250),
+        ("b@customer.test", "sent", 250),
+    }
+
+
+def test_a_row_changed_while_it_was_sent_is_left_as_it_is(out_app: App, relay: Sink) -> None:
+    """Cancelled between the claim and the result: the result does not resurrect it."""
+    outbox_id = _enqueue(out_app, ["a@customer.test"])
+    cancel = relay.handler.handle_DATA
+
+    async def cancelled_meanwhile(server: Any, session: Any, envelope: Any) -> str:
+        with out_app.factory.begin() as db:
+            row = db.get(Outbox, outbox_id)
+            assert row is not None
+            row.state = "cancelled"
+        return await cancel(server, session, envelope)
+
+    relay.handler.handle_DATA = cancelled_meanwhile  # type: ignore[method-assign]
+    assert send(out_app) == 1
+    [row] = outbox_rows(out_app)
+    assert (row.state, row.attempts) == ("cancelled", 0)
+    with out_app.factory() as session:
+        assert session.execute(select(OutboxRecipient.state)).scalar_one() == "pending"
+
+
+def test_rows_not_sent_within_the_lease_go_back_to_the_queue(
+    out_app: App, relay: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [_enqueue(out_app, [f"l{i}@customer.test"]) for i in range(3)]
+    monkeypatch.setattr(sender_module, "LEASED_MAILS", 0)  # the lease runs out after one mail
+    assert send(out_app) == 1
+    rows = {r.id: r for r in outbox_rows(out_app)}
+    assert rows[ids[0]].state == "sent"
+    for outbox_id in ids[1:]:
+        assert rows[outbox_id].state == "pending"
+        assert as_utc(rows[outbox_id].next_attempt_at) == out_app.clock.now()  # due again
+    assert send(out_app) == 1
+    assert send(out_app) == 1
+    assert len(relay.received) == 3
+
+
+def test_the_sender_hands_back_its_connection_as_it_found_it(out_app: App, relay: Sink) -> None:
+    _enqueue(out_app, ["a@customer.test"])
+    send(out_app)
+    with out_app.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        else:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
 
 
 def test_giving_up_is_recorded_on_the_ticket(out_app: App, relay: Sink, clock: FrozenClock) -> None:
