@@ -42,10 +42,9 @@ from sqlalchemy.sql.dml import UpdateBase
 from mailsupport.clock import Clock, as_utc
 from mailsupport.config import Config
 from mailsupport.core.verp import bounce_address
-from mailsupport.db.models import Outbox, OutboxRecipient, OutboxState, RecipientState, Ticket
-from mailsupport.domain.actors import SYSTEM
+from mailsupport.db.models import Outbox, OutboxRecipient, OutboxState, RecipientState
 from mailsupport.domain.settings import server_secret
-from mailsupport.domain.tickets import record_event
+from mailsupport.outbound.failures import FailureReport
 from mailsupport.outbound.relay import Delivery, Relay, RelayUnavailableError, Reply, helo_name
 
 log = logging.getLogger(__name__)
@@ -89,6 +88,7 @@ class OutboxSender:
             bind = session.get_bind()
         self.engine: Engine = bind if isinstance(bind, Engine) else bind.engine
         self._statements = _Statements(self.engine.dialect)
+        self._failures = FailureReport(config)
 
     def send_due(self) -> int:
         """Send every due row, reusing one relay connection; returns how many were attempted."""
@@ -177,7 +177,7 @@ class OutboxSender:
             row.state = OutboxState.SENT if delivered else OutboxState.FAILED
             row.sent_at = now if delivered else None
         if failed:
-            self._report_failures(session, row, failed, now)
+            self._failures.report(session, row, failed, now)
         log.info(
             "outbox %s <%s>: %s after %d attempt(s)",
             row.id,
@@ -185,35 +185,6 @@ class OutboxSender:
             row.state if not pending else "retrying",
             row.attempts,
         )
-
-    def _report_failures(
-        self, session: Session, row: Outbox, failed: list[OutboxRecipient], now: datetime
-    ) -> None:
-        ticket = session.get(Ticket, row.ticket_id) if row.ticket_id else None
-        for recipient in failed:
-            log.warning(
-                "outbox %s: delivery to %s failed: %s %s",
-                row.id,
-                recipient.address,
-                recipient.code,
-                recipient.detail,
-            )
-            if ticket is not None:
-                record_event(
-                    session,
-                    ticket,
-                    actor=SYSTEM,
-                    kind="delivery_failed",
-                    now=now,
-                    new=recipient.address,
-                    data={
-                        "outbox_id": row.id,
-                        "message_id": row.message_id,
-                        "code": recipient.code,
-                        "detail": recipient.detail,
-                        "queue": ticket.queue.name,
-                    },
-                )
 
 
 class _Sweep:
