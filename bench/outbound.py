@@ -19,9 +19,11 @@ noisy and absolute figures from elsewhere do not compare.
 Durability, as in the daemon: the sender commits its claims and its results without waiting
 for the disk (SQLite ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit = off``, on its own
 connection only); a process crash loses none of them, an OS crash or power cut may lose the
-last few and those mails are sent again with the same Message-ID (see
-mailsupport/outbound/sender.py). Results that are not the common "every recipient took it"
-case are committed with ``synchronous=FULL`` as everything else is.
+last seconds' worth and those mails are sent again with the same Message-ID (see
+mailsupport/outbound/sender.py). Committing each result with synchronous=FULL instead
+measured about 0.7 x plain where this measures about 0.85-0.9 x. Results that are not the
+common "every recipient took it" case are committed with ``synchronous=FULL`` as everything
+else is.
 
 The SQLite database goes in the temporary directory: if that is a tmpfs, set TMPDIR to a real
 disk, or the fsyncs that remain (WAL checkpoints, the rows' enqueueing) cost nothing.

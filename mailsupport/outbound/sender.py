@@ -20,9 +20,13 @@ Durability: claims and those common-case results are committed without waiting f
 (``PRAGMA synchronous=NORMAL`` on SQLite, ``synchronous_commit = off`` on PostgreSQL) on the
 sender's own connection; everything else keeps the default (``FULL``, ``on``). A crash of
 the process, even ``kill -9``, loses no committed result. A crash of the operating system or
-a power cut (on PostgreSQL also a crash of the server) may lose the last results committed
-before it, a fraction of a second's worth: those mails are then sent once more, with the same
-Message-ID. Waiting for the disk after every mail would cost more than half of the throughput.
+a power cut may lose the results committed since the log last reached the disk (on SQLite:
+the last checkpoint, any commit that waits for the disk, or the kernel writing it back on its
+own, within about half a minute; on PostgreSQL, where a crash of the server counts too, under
+a second): those mails
+are then sent once more, with the same Message-ID. Waiting for the disk after every mail
+cost about a fifth of the sending rate in ``bench/outbound.py`` (0.69 instead of 0.88 times a
+plain smtplib loop, on SQLite).
 """
 
 from __future__ import annotations
