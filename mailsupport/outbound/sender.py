@@ -53,9 +53,9 @@ from mailsupport.outbound.relay import Delivery, Relay, RelayUnavailableError, R
 
 log = logging.getLogger(__name__)
 
-# Rows claimed at once: enough that claiming costs little per mail. However many there are, a
-# claim leases them for as long as LEASED_MAILS mails may take at worst, and rows that are not
-# sent by then go back to the queue, so a crashed daemon's rows wait at most that lease.
+# Rows claimed at once: enough that claiming costs little per mail. A claim leases its rows for
+# as long as sending them may take at worst, but for no more than LEASED_MAILS mails: rows not
+# sent by then go back to the queue, so a crashed daemon's rows wait at most that long.
 BATCH = 100
 LEASED_MAILS = 20
 
@@ -75,9 +75,9 @@ def backoff(config: Config, attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, outbound.retry_max_seconds))
 
 
-def lease_seconds(config: Config) -> float:
+def lease_seconds(config: Config, rows: int) -> float:
     """How long a claim holds its rows: a few relay round trips per mail, each bounded."""
-    return config.relay.timeout * (2 + 2 * LEASED_MAILS)
+    return config.relay.timeout * (2 + 2 * min(rows, LEASED_MAILS))
 
 
 class OutboxSender:
@@ -113,7 +113,8 @@ class OutboxSender:
         return attempted
 
     def _send_batch(self, relay: Relay, sweep: _Sweep, claimed: list[Claimed]) -> tuple[int, bool]:
-        deadline = time.monotonic() + lease_seconds(self.config) - 2 * self.config.relay.timeout
+        lease = lease_seconds(self.config, len(claimed))
+        deadline = time.monotonic() + lease - 2 * self.config.relay.timeout
         for position, item in enumerate(claimed):
             if position and time.monotonic() > deadline:
                 sweep.release(claimed[position:])
@@ -214,13 +215,13 @@ class _Sweep:
     def claim(self) -> list[Claimed]:
         sender = self._sender
         now = sender.clock.now()
-        until = now + timedelta(seconds=lease_seconds(sender.config))
         conn = self._connection()
         with conn.begin():
             rows = conn.execute(_DUE, {"now": now, "batch": BATCH}).all()
             if not rows:
                 return []
             ids = [row.id for row in rows]
+            until = now + timedelta(seconds=lease_seconds(sender.config, len(rows)))
             conn.execute(_LEASE, {"ids": ids, "until": until})
             pending: dict[int, list[str]] = defaultdict(list)
             for outbox_id, address in conn.execute(_PENDING_RECIPIENTS, {"ids": ids}):
