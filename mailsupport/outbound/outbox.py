@@ -7,6 +7,7 @@ conversation shows what we said and replies thread to it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ from mailsupport.db.models import (
     Ticket,
 )
 from mailsupport.domain.actors import SYSTEM
+from mailsupport.domain.messages import NewMessage, add_message
 from mailsupport.domain.tickets import record_event
 from mailsupport.errors import InvalidValueError, NotFoundError
 
@@ -33,7 +35,6 @@ from mailsupport.errors import InvalidValueError, NotFoundError
 _OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 _INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id)
 _INSERT_RECIPIENT = insert(OutboxRecipient.__table__)  # type: ignore[arg-type]
-_INSERT_MESSAGE = insert(Message.__table__)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -98,18 +99,22 @@ def enqueue(
         "coalesce_key": coalesce_key,
     }
     row = Queued(int(session.execute(_INSERT_OUTBOX, values).scalar_one()), mail.message_id)
-    session.execute(
-        _INSERT_RECIPIENT,
-        [
-            {"outbox_id": row.id, "address": a, "state": RecipientState.PENDING, "updated_at": now}
-            for a in recipients(mail)
-        ],
-    )
+    _add_recipients(session, row, recipients(mail), now)
     if ticket is not None and record:
         _record_on_ticket(
             session, ticket, row, mail, kind, internal=internal, operator_id=operator_id, now=now
         )
     return row
+
+
+def _add_recipients(session: Session, row: Queued, addresses: Sequence[str], now: datetime) -> None:
+    session.execute(
+        _INSERT_RECIPIENT,
+        [
+            {"outbox_id": row.id, "address": a, "state": RecipientState.PENDING, "updated_at": now}
+            for a in addresses
+        ],
+    )
 
 
 def _record_on_ticket(
@@ -123,28 +128,8 @@ def _record_on_ticket(
     operator_id: int | None,
     now: datetime,
 ) -> None:
-    session.execute(
-        _INSERT_MESSAGE,
-        {
-            "ticket_id": ticket.id,
-            "inbound_id": None,
-            "message_id": mail.message_id,
-            "direction": Direction.OUT,
-            "internal": internal,
-            "from_email": mail.from_address,
-            "from_name": mail.from_name[:200],
-            "to": [str(a) for a in mail.to],
-            "cc": [str(a) for a in mail.cc],
-            "subject": mail.subject,
-            "date": mail.date or now,
-            "created_at": now,
-            "text": mail.text,
-            "kind": kind,
-            "thread_reason": f"sent by us: {kind}",
-            "outbox_id": row.id,
-            "operator_id": operator_id,
-        },
-    )
+    message = _sent_message(row, mail, kind, internal, operator_id, now)
+    add_message(session, ticket, message, now)
     record_event(
         session,
         ticket,
@@ -157,6 +142,32 @@ def _record_on_ticket(
             "outbox_id": row.id,
             "kind": kind,
         },
+    )
+
+
+def _sent_message(
+    row: Queued,
+    mail: OutgoingMail,
+    kind: str,
+    internal: bool,
+    operator_id: int | None,
+    now: datetime,
+) -> NewMessage:
+    return NewMessage(
+        message_id=mail.message_id,
+        direction=Direction.OUT,
+        from_email=mail.from_address,
+        from_name=mail.from_name,
+        to=mail.to,
+        cc=mail.cc,
+        subject=mail.subject,
+        date=mail.date or now,
+        text=mail.text,
+        kind=kind,
+        thread_reason=f"sent by us: {kind}",
+        internal=internal,
+        outbox_id=row.id,
+        operator_id=operator_id,
     )
 
 

@@ -168,14 +168,38 @@ class StaffMail:
         audience = [
             c
             for c in _customers(session, ticket)
-            if delivery_refusal(session, self.config, c.email) is None
+            if delivery_refusal(session, self.config, c.email, c) is None
         ]
         if not audience:
             return False
+        thread = ticket_thread(session, ticket)
+        mail = self._reply(ticket, operator, audience, text, attachments, thread, now)
+        enqueue(
+            session,
+            self.config,
+            mail,
+            ticket=ticket,
+            kind="reply",
+            automatic=False,
+            now=now,
+            operator_id=operator.id,
+        )
+        return True
+
+    def _reply(
+        self,
+        ticket: Ticket,
+        operator: Operator,
+        audience: Sequence[Contact],
+        text: str,
+        attachments: Sequence[Attachment],
+        thread: Thread,
+        now: datetime,
+    ) -> OutgoingMail:
+        """An operator's reply as the customers get it: from the queue, in the ticket's thread."""
         address = self._queue_address(ticket)
         support = self.config.support
-        thread = ticket_thread(session, ticket)
-        mail = OutgoingMail(
+        return OutgoingMail(
             from_name=f"{operator.name} via {support.name}",
             from_address=address,
             to=(_address(audience[0]),),
@@ -190,17 +214,6 @@ class StaffMail:
             date=now,
             attachments=tuple(attachments),
         )
-        enqueue(
-            session,
-            self.config,
-            mail,
-            ticket=ticket,
-            kind="reply",
-            automatic=False,
-            now=now,
-            operator_id=operator.id,
-        )
-        return True
 
     def operators_for(self, session: Session, ticket: Ticket) -> Sequence[Operator]:
         """Who works on the ticket: its assignee, else its queue's members."""

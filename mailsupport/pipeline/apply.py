@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from mailsupport.clock import as_utc
@@ -17,8 +16,9 @@ from mailsupport.config import Config
 from mailsupport.core.message import MailKind
 from mailsupport.core.subject import clean_subject
 from mailsupport.core.threads import Action, Decision
-from mailsupport.db.models import Contact, Direction, Message, Ticket, TicketStatus
+from mailsupport.db.models import Contact, Direction, Ticket, TicketStatus
 from mailsupport.domain.actors import contact_actor
+from mailsupport.domain.messages import NewMessage, add_message
 from mailsupport.domain.tickets import (
     add_participant,
     change_status,
@@ -32,8 +32,6 @@ from mailsupport.pipeline.attachments import store_attachments
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import People
 
-# A prepared Core insert: the ORM's unit of work cost several times as much for this one row.
-_INSERT_MESSAGE = insert(Message.__table__).returning(Message.__table__.c.id)  # type: ignore[arg-type]
 _REOPENED_BY_CUSTOMER = {TicketStatus.WAITING, TicketStatus.RESOLVED}
 _EARLIEST_SANE_DATE = datetime(1990, 1, 1, tzinfo=UTC)
 
@@ -117,24 +115,7 @@ def _add_message(
 ) -> int:
     """Add the mail to the ticket's conversation; returns the new message's row id."""
     parsed = incoming.parsed
-    values = {
-        "ticket_id": ticket.id,
-        "inbound_id": incoming.inbound_id,
-        "message_id": parsed.message_id,
-        "direction": Direction.IN,
-        "internal": False,
-        "from_email": sender.email,
-        "from_name": (parsed.from_.name if parsed.from_ else sender.name)[:200],
-        "to": [str(a) for a in parsed.to],
-        "cc": [str(a) for a in parsed.cc],
-        "subject": parsed.subject,
-        "date": message_date(incoming),
-        "created_at": now,
-        "text": parsed.text,
-        "kind": incoming.screening.kind,
-        "thread_reason": reason,
-    }
-    message_row = int(session.execute(_INSERT_MESSAGE, values).scalar_one())
+    message_row = add_message(session, ticket, _inbound_message(incoming, sender, reason), now)
     store_attachments(session, message_row, parsed.attachments)
     record_event(
         session,
@@ -154,3 +135,21 @@ def _add_message(
         },
     )
     return message_row
+
+
+def _inbound_message(incoming: Incoming, sender: Contact, reason: str) -> NewMessage:
+    parsed = incoming.parsed
+    return NewMessage(
+        message_id=parsed.message_id,
+        direction=Direction.IN,
+        from_email=sender.email,
+        from_name=parsed.from_.name if parsed.from_ else sender.name,
+        to=parsed.to,
+        cc=parsed.cc,
+        subject=parsed.subject,
+        date=message_date(incoming),
+        text=parsed.text,
+        kind=incoming.screening.kind,
+        thread_reason=reason,
+        inbound_id=incoming.inbound_id,
+    )

@@ -17,8 +17,9 @@ from mailsupport.clock import as_utc
 from mailsupport.core.commands import split_commands
 from mailsupport.core.message import MailKind
 from mailsupport.core.quotes import strip_quoted
-from mailsupport.db.models import Direction, Message, Operator, Ticket
+from mailsupport.db.models import Direction, Operator, Ticket
 from mailsupport.domain.actors import operator_actor
+from mailsupport.domain.messages import NewMessage, add_message
 from mailsupport.domain.tickets import record_event, record_first_response
 from mailsupport.outbound.staff import StaffMail
 from mailsupport.pipeline.attachments import store_attachments
@@ -49,12 +50,12 @@ def handle_reply(
     internal = mail.to_comment_address or (
         bool(block.commands) and block.commands[0].name == "note"
     )
-    message = _store(session, incoming, mail, text, now)
+    message_row = _store(session, incoming, mail, text, now)
     if any(not r.ok for r in results):
-        _transcript(session, mail, results, staff, message.message_id, now)
+        _transcript(session, mail, results, staff, parsed.message_id, now)
         return f"operator {mail.operator.email}: commands refused, nothing relayed"
     if internal:
-        _note(session, mail, message, now)
+        _note(session, mail, message_row, parsed.message_id, now)
         return f"operator {mail.operator.email}: internal note"
     if not text:
         return f"operator {mail.operator.email}: {len(results)} command(s), nothing to relay"
@@ -66,41 +67,41 @@ def handle_reply(
 
 def _store(
     session: Session, incoming: Incoming, mail: OperatorMail, text: str, now: datetime
-) -> Message:
+) -> int:
+    """Keep the operator's mail on the ticket, internal; returns its row id."""
     parsed = incoming.parsed
-    message = Message(
-        ticket_id=mail.ticket.id,
-        inbound_id=incoming.inbound_id,
+    message = NewMessage(
         message_id=parsed.message_id,
         direction=Direction.IN,
-        internal=True,
         from_email=mail.operator.email,
         from_name=mail.operator.name,
-        to=[str(a) for a in parsed.to],
-        cc=[str(a) for a in parsed.cc],
+        to=parsed.to,
+        cc=parsed.cc,
         subject=parsed.subject,
         date=as_utc(parsed.date) if parsed.date else now,
-        created_at=now,
         text=text,
         kind="operator",
         thread_reason=f"operator {mail.operator.email}, proven by {mail.evidence}",
+        internal=True,
+        inbound_id=incoming.inbound_id,
         operator_id=mail.operator.id,
     )
-    session.add(message)
-    session.flush()
-    store_attachments(session, message.id, parsed.attachments)
+    message_row = add_message(session, mail.ticket, message, now)
+    store_attachments(session, message_row, parsed.attachments)
     mail.ticket.updated_at = now
-    return message
+    return message_row
 
 
-def _note(session: Session, mail: OperatorMail, message: Message, now: datetime) -> None:
+def _note(
+    session: Session, mail: OperatorMail, message_row: int, message_id: str, now: datetime
+) -> None:
     record_event(
         session,
         mail.ticket,
         actor=operator_actor(mail.operator.email),
         kind="note",
         now=now,
-        data={"message_row": message.id, "message_id": message.message_id},
+        data={"message_row": message_row, "message_id": message_id},
     )
 
 
