@@ -30,6 +30,7 @@ from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.engine import checkpoint, is_sqlite
 from mailsupport.db.inbox import Share, Stored
+from mailsupport.errors import StorageError
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
 from mailsupport.intake.writer import InboxWriter
@@ -62,12 +63,9 @@ def run_worker(
     config: Config, signals: _Signals, share: Share | None = None, clock: Clock | None = None
 ) -> None:
     """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
-    # A processed message whose commit a power cut undoes is simply processed again, outbox
-    # rows included (they share the transaction); only storing mail must be flushed each time.
-    # Checkpoints are left to the daemon's connections and its checkpoint job.
-    app = open_app(
-        config, clock=clock, migrate=False, flush_each_commit=False, auto_checkpoint=False
-    )
+    app = _open_worker_app(config, signals, clock)
+    if app is None:
+        return
     pipeline = Pipeline(app.factory, app.config, app.clock)
     try:
         while not signals.stop.is_set():
@@ -80,6 +78,26 @@ def run_worker(
             signals.wake.wait(config.pipeline.poll_interval)
     finally:
         app.close()
+
+
+def _open_worker_app(config: Config, signals: _Signals, clock: Clock | None) -> App | None:
+    """The worker's database, once it can be opened; None when told to stop first.
+
+    A database locked or unreachable at start is a passing state, as it is while processing:
+    the worker waits for it instead of ending and leaving the stored mail unprocessed.
+    """
+    while not signals.stop.is_set():
+        try:
+            # A processed message whose commit a power cut undoes is simply processed again,
+            # outbox rows included (they share the transaction); only storing mail must be
+            # flushed each time. Checkpoints are left to the daemon's connections and its job.
+            return open_app(
+                config, clock=clock, migrate=False, flush_each_commit=False, auto_checkpoint=False
+            )
+        except StorageError as exc:
+            log.warning("pipeline worker cannot open the database yet: %s", exc)
+            signals.wake.wait(config.pipeline.poll_interval)
+    return None
 
 
 def _worker_process_main(config: Config, signals: _Signals, share: Share) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,13 +13,15 @@ from sqlalchemy import select
 
 from mailsupport.app import App, open_app
 from mailsupport.clock import FrozenClock
-from mailsupport.config import Config
+from mailsupport.config import Config, build_config
+from mailsupport.daemon import _Signals, run_worker
 from mailsupport.db.engine import checkpoint
 from mailsupport.db.inbox import RawMail, Share, store_many
 from mailsupport.db.models import Inbound, InboundState
 from mailsupport.pipeline.runner import ORPHANED_AFTER, Pipeline
 
-from support import make_mail
+from _fixtures import config_data
+from support import make_mail, wait_for
 
 COUNT = 6
 
@@ -91,3 +96,28 @@ def test_workers_leave_checkpoints_to_the_daemon(config: Config, clock: FrozenCl
     finally:
         worker.close()
         writer.close()
+
+
+def test_a_worker_waits_for_a_database_locked_when_it_starts(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    data = config_data(sqlite_url, database={"busy_timeout": 0.1}, pipeline={"poll_interval": 0.1})
+    config = build_config(data, env={})
+    app = open_app(config, migrate=True)
+    signals = _Signals(threading.Event(), threading.Event(), threading.Event())
+    try:
+        _store(app, 1)
+        blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        worker = threading.Thread(target=run_worker, args=(config, signals), daemon=True)
+        worker.start()
+        time.sleep(0.5)  # several attempts to open the database fail meanwhile
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        signals.wake.set()
+        wait_for(lambda: not _pending(app))
+        assert worker.is_alive()
+    finally:
+        signals.stop.set()
+        signals.wake.set()
+        app.close()
