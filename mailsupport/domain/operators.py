@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 
+from mailsupport.db.memo import forget, remembered
 from mailsupport.db.models import Operator, OperatorAddress, OperatorQueue, Queue
 from mailsupport.errors import InvalidValueError, NotFoundError
 
@@ -37,6 +38,7 @@ def add_operator(session: Session, email: str, name: str, now: datetime) -> Oper
     operator = Operator(email=email, name=name.strip(), active=True, created_at=now)
     session.add(operator)
     session.flush()
+    forget(session)
     return operator
 
 
@@ -70,13 +72,16 @@ def find_operator(session: Session, ref: str) -> Operator:
 
 def operator_emails(session: Session) -> frozenset[str]:
     """Every address operators write from, theirs and alternate ones."""
-    return frozenset(session.execute(_EVERY_ADDRESS).scalars())
+    return remembered(
+        session, "operator_emails", lambda: frozenset(session.execute(_EVERY_ADDRESS).scalars())
+    )
 
 
 def remove_operator(session: Session, ref: str) -> Operator:
     """Deactivate an operator: their history stays, they get no more mail and prove nothing."""
     operator = find_operator(session, ref)
     operator.active = False
+    forget(session)
     return operator
 
 
@@ -106,6 +111,7 @@ def add_address(session: Session, operator: Operator, address: str) -> None:
     if taken is not None or other is not None:
         raise InvalidValueError(f"Address already belongs to an operator: {address}")
     session.add(OperatorAddress(operator_id=operator.id, address=address))
+    forget(session)
 
 
 def remove_address(session: Session, operator: Operator, address: str) -> None:
@@ -118,6 +124,7 @@ def remove_address(session: Session, operator: Operator, address: str) -> None:
     if row is None:
         raise NotFoundError(f"{operator.email} has no address {address}")
     session.delete(row)
+    forget(session)
 
 
 def addresses_of(session: Session, operator: Operator) -> list[str]:
@@ -138,6 +145,7 @@ def join_queue(session: Session, operator: Operator, queue: Queue) -> bool:
     if found is not None:
         return False
     session.add(OperatorQueue(operator_id=operator.id, queue_id=queue.id))
+    forget(session)
     return True
 
 
@@ -150,6 +158,7 @@ def leave_queue(session: Session, operator: Operator, queue: Queue) -> None:
     if row is None:
         raise NotFoundError(f"{operator.email} is not in queue {queue.name}")
     session.delete(row)
+    forget(session)
 
 
 def queues_of(session: Session, operator: Operator) -> list[str]:
@@ -165,4 +174,8 @@ def queues_of(session: Session, operator: Operator) -> list[str]:
 
 def queue_members(session: Session, queue_id: int) -> Sequence[Operator]:
     """Active operators of a queue: who gets its unassigned tickets' mail."""
-    return session.execute(_QUEUE_MEMBERS, {"queue_id": queue_id}).scalars().all()
+    return remembered(
+        session,
+        ("queue_members", queue_id),
+        lambda: session.execute(_QUEUE_MEMBERS, {"queue_id": queue_id}).scalars().all(),
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from mailsupport.db.memo import remembered
 from mailsupport.db.models import (
     Contact,
     Counter,
@@ -130,6 +131,10 @@ def next_ticket_number(session: Session) -> int:
 
 
 def get_or_create_queue(session: Session, name: str) -> Queue:
+    return remembered(session, ("queue", name), lambda: _get_or_create_queue(session, name))
+
+
+def _get_or_create_queue(session: Session, name: str) -> Queue:
     queue = session.execute(_QUEUE_BY_NAME, {"name": name}).scalar_one_or_none()
     if queue is None:
         session.execute(insert_ignoring_conflict(session, Queue, {"name": name}, ["name"]))

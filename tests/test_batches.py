@@ -1,0 +1,99 @@
+"""A backlog applied in batches: one transaction for many messages, nothing lost when one fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event, func, select
+
+from mailsupport.app import App
+from mailsupport.db.engine import read_session
+from mailsupport.db.inbox import RawMail, store_many
+from mailsupport.db.models import Event, Inbound, InboundState, Outbox, Ticket
+from mailsupport.domain.operators import add_operator, operator_emails
+from mailsupport.pipeline.runner import BATCH, Pipeline
+
+from support import make_mail
+
+
+def _store(app: App, raws: list[bytes]) -> list[int]:
+    with app.factory.begin() as session:
+        stored = store_many(session, [RawMail(raw, "smtp") for raw in raws], app.clock.now())
+    return [s.inbound_id for s in stored]
+
+
+@pytest.fixture
+def commits(app: App) -> Iterator[list[None]]:
+    """One entry per transaction committed on the application's engine."""
+    seen: list[None] = []
+
+    def count(_connection: object) -> None:
+        seen.append(None)
+
+    event.listen(app.engine, "commit", count)
+    yield seen
+    event.remove(app.engine, "commit", count)
+
+
+def test_a_backlog_is_applied_in_few_transactions(app: App, commits: list[None]) -> None:
+    count = BATCH * 2
+    _store(app, [make_mail(sender=f"c{i}@customer.test") for i in range(count)])
+    commits.clear()
+
+    assert Pipeline(app.factory, app.config, app.clock).process_pending() == count
+
+    with app.factory() as session:
+        assert session.execute(select(func.count(Ticket.id))).scalar_one() == count
+    assert len(commits) == 2  # one a batch, not one a message
+
+
+def test_a_failing_message_rolls_back_its_batch_and_only_it_is_quarantined(app: App) -> None:
+    first = make_mail(sender="ann@customer.test", message_id="<first@customer.test>")
+    # No From, no Reply-To and no return path: nobody to open a ticket for.
+    nobody = make_mail(sender="", subject="Who sent this?")
+    reply = make_mail(
+        sender="ann@customer.test",
+        subject="Re: [ACME #1] Printer on floor 3 is jammed",
+        in_reply_to="<first@customer.test>",
+    )
+    later = make_mail(sender="bob@customer.test", subject="Another problem")
+    ids = _store(app, [first, nobody, reply, later])
+
+    assert Pipeline(app.factory, app.config, app.clock).process_pending() == 4
+
+    with app.factory() as session:
+        states = {row.id: row.state for row in session.execute(select(Inbound.id, Inbound.state))}
+        reason = session.get_one(Inbound, ids[1]).quarantine_reason
+        numbers = list(session.execute(select(Ticket.number).order_by(Ticket.number)).scalars())
+        created = session.execute(
+            select(func.count(Event.id)).where(Event.kind == "created")
+        ).scalar_one()
+        acks = session.execute(select(func.count(Outbox.id))).scalar_one()
+        followed = session.execute(select(Inbound.outcome).where(Inbound.id == ids[2])).scalar_one()
+    assert states == {
+        ids[0]: InboundState.PROCESSED,
+        ids[1]: InboundState.QUARANTINED,
+        ids[2]: InboundState.PROCESSED,
+        ids[3]: InboundState.PROCESSED,
+    }
+    assert reason is not None and reason.startswith("unusable: ")
+    # The rolled-back batch left no trace: no number skipped, nothing recorded twice.
+    assert numbers == [1, 2]
+    assert created == 2
+    assert acks == 2
+    assert followed is not None and followed.startswith("ticket #1")
+
+
+def test_lookups_remembered_in_a_transaction_follow_changes_and_end_with_it(app: App) -> None:
+    with app.factory.begin() as session:
+        assert operator_emails(session) == frozenset()
+        add_operator(session, "olga@example.com", "Olga", app.clock.now())
+        assert operator_emails(session) == {"olga@example.com"}
+
+    with read_session(app.factory) as reader:
+        assert operator_emails(reader) == {"olga@example.com"}
+        with app.factory.begin() as writer:
+            add_operator(writer, "pete@example.com", "Pete", app.clock.now())
+        reader.commit()  # its next transaction sees what was committed since
+        assert operator_emails(reader) == {"olga@example.com", "pete@example.com"}
