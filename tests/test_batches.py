@@ -40,12 +40,23 @@ def test_a_backlog_is_applied_in_few_transactions(app: App, commits: list[None])
     count = BATCH * 2
     _store(app, [make_mail(sender=f"c{i}@customer.test") for i in range(count)])
     commits.clear()
+    operator_lookups: list[str] = []
 
-    assert Pipeline(app.factory, app.config, app.clock).process_pending() == count
+    def watch(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "operator_addresses" in statement:
+            operator_lookups.append(statement)
+
+    event.listen(app.engine, "before_cursor_execute", watch)
+    try:
+        assert Pipeline(app.factory, app.config, app.clock).process_pending() == count
+    finally:
+        event.remove(app.engine, "before_cursor_execute", watch)
 
     with app.factory() as session:
         assert session.execute(select(func.count(Ticket.id))).scalar_one() == count
     assert len(commits) == 2  # one a batch, not one a message
+    # Asked once a batch, not once a message (nor once a flush).
+    assert len(operator_lookups) == 2
 
 
 def test_a_failing_message_rolls_back_its_batch_and_only_it_is_quarantined(app: App) -> None:

@@ -33,5 +33,7 @@ def forget(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _transaction_ended(session: Session, _transaction: SessionTransaction) -> None:
-    forget(session)
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    # Every flush opens and ends a subtransaction of its own; only the outermost one counts.
+    if transaction.parent is None:
+        forget(session)

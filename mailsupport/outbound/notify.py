@@ -71,6 +71,9 @@ class Notifier:
             ticket = session.get(Ticket, ticket_id)
             if ticket is not None:
                 self._for_ticket(session, ticket, events)
+        # The events of the mail just queued derive no mail of their own; left pending, they
+        # would be read again by the next flush of a transaction that goes on.
+        take_new_events(session)
 
     def _for_ticket(self, session: Session, ticket: Ticket, events: list[RecordedEvent]) -> None:
         created = any(event.kind == "created" for event in events)
