@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 import pytest
 
 from mailsupport.core.message import Address, ParsedMessage
-from mailsupport.core.parse import MAX_FILENAME, message_ids, parse_message, safe_filename
+from mailsupport.core.parse import (
+    MAX_FILENAME,
+    _join_base64_bodies,
+    message_ids,
+    parse_message,
+    safe_filename,
+)
 from mailsupport.errors import MessageParseError
 
 RUSSIAN = "Здравствуйте! Принтер на третьем этаже не печатает."
@@ -487,3 +493,79 @@ def test_mangled_mail_parses_or_is_refused_but_never_crashes() -> None:
                 data[position] = rng.randrange(256)
         with contextlib.suppress(MessageParseError):
             assert isinstance(parse_message(bytes(data)), ParsedMessage)
+
+
+# -- long base64 bodies ------------------------------------------------------------------------
+
+
+def _with_attachment(data: bytes, *, newline: bytes = b"\r\n", encoding: str = "base64") -> bytes:
+    encoded = base64.encodebytes(data).replace(b"\n", newline)
+    return newline.join(
+        [
+            b"From: Ann <ann@customer.test>",
+            b"Subject: report",
+            b'Content-Type: multipart/mixed; boundary="XX"',
+            b"",
+            b"--XX",
+            b"Content-Type: text/plain",
+            b"",
+            b"See the report.",
+            b"--XX",
+            b'Content-Type: application/octet-stream; name="report.bin"',
+            b"Content-Transfer-Encoding: " + encoding.encode(),
+            b"",
+            encoded + b"--XX--",
+            b"",
+        ]
+    )
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"])
+def test_a_large_base64_attachment_is_decoded_byte_for_byte(newline: bytes) -> None:
+    data = random.Random(7).randbytes(300_000)
+    raw = _with_attachment(data, newline=newline)
+    joined, bodies = _join_base64_bodies(raw)
+    assert len(bodies) == 1 and joined.count(b"\n") < 20  # parsed as one line, not 5,000
+
+    parsed = parse_message(raw)
+
+    assert [(a.filename, a.content) for a in parsed.attachments] == [("report.bin", data)]
+    assert parsed.text == "See the report."
+
+
+def test_base64_that_is_only_quoted_text_is_left_as_it_was() -> None:
+    block = base64.encodebytes(random.Random(8).randbytes(9_000)).decode()
+    body = f"Someone sent me this:\n\nContent-Transfer-Encoding: base64\n\n{block}\nWhat is it?\n"
+    raw = mail("From: ann@customer.test", "Subject: odd", body=body)
+
+    parsed = parse_message(raw)
+
+    assert parsed.text.rstrip("\n") == body.rstrip("\n")
+
+
+def test_an_attached_message_with_a_large_attachment_keeps_its_lines() -> None:
+    inner = _with_attachment(random.Random(9).randbytes(60_000), newline=b"\n")
+    raw = b"\n".join(
+        [
+            b"From: Ann <ann@customer.test>",
+            b"Subject: Fwd: report",
+            b'Content-Type: multipart/mixed; boundary="OUTER"',
+            b"",
+            b"--OUTER",
+            b"Content-Type: text/plain",
+            b"",
+            b"Forwarding this.",
+            b"--OUTER",
+            b"Content-Type: message/rfc822",
+            b"",
+            inner,
+            b"--OUTER--",
+            b"",
+        ]
+    )
+
+    attached = parse_message(raw).attachments
+
+    assert len(attached) == 1
+    assert attached[0].content.rstrip(b"\n") == inner.rstrip(b"\n")
+    assert max(len(line) for line in attached[0].content.splitlines()) <= 76
