@@ -465,7 +465,7 @@ def verify_stored(database: Path, files: Sequence[Path]) -> list[str]:
     sent = {_digest(as_sent(f.read_bytes())) for f in files}
     db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        stored = [_digest(raw) for (raw,) in db.execute("SELECT raw FROM inbound")]
+        stored = [_digest(raw) for (raw,) in db.execute("SELECT raw FROM inbound_raw")]
     finally:
         db.close()
     problems = []

@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailsupport.core.dedupe import dedupe_key
-from mailsupport.db.models import Inbound, InboundState
+from mailsupport.db.models import Inbound, InboundRaw, InboundState
 
 _INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
+_INSERT_RAW = insert(InboundRaw)
 _INSERTS: dict[str, Any] = {}
 
 
@@ -59,6 +60,7 @@ def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> lis
     connection = session.connection()
     statement = _insert_statement(connection.dialect.name)
     results: list[Stored] = []
+    new_bytes: list[dict[str, Any]] = []
     for mail in mails:
         key = dedupe_key(mail.raw)
         new_id = connection.execute(
@@ -71,7 +73,6 @@ def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> lis
                 "envelope_to": list(mail.envelope_to),
                 "received_at": now,
                 "size": len(mail.raw),
-                "raw": mail.raw,
                 "state": InboundState.PENDING,
                 "screen_reasons": [],
                 "no_auto_reply": False,
@@ -81,11 +82,14 @@ def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> lis
         ).scalar_one_or_none()
         if new_id is not None:
             results.append(Stored(new_id, duplicate=False))
+            new_bytes.append({"inbound_id": new_id, "raw": mail.raw})
             continue
         existing = connection.execute(
             select(_INBOUND.c.id).where(_INBOUND.c.dedupe_key == key.key)
         ).scalar_one()
         results.append(Stored(existing, duplicate=True))
+    if new_bytes:
+        connection.execute(_INSERT_RAW, new_bytes)
     return results
 
 

@@ -23,8 +23,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -86,6 +87,21 @@ class RecipientState(enum.StrEnum):
     BOUNCED = "bounced"  # accepted by the relay, then reported undeliverable by a DSN
 
 
+class InboundRaw(Base):
+    """The bytes of a stored message, kept apart from its row.
+
+    Processing updates the row (state, outcome), and SQLite rewrites a whole record on every
+    update: with the bytes in it, each message was written to disk a second time.
+    """
+
+    __tablename__ = "inbound_raw"
+
+    inbound_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("inbound.id", ondelete="CASCADE"), primary_key=True
+    )
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class Inbound(Base):
     """A raw message exactly as it arrived, durably stored before anyone looked inside."""
 
@@ -99,7 +115,14 @@ class Inbound(Base):
     envelope_to: Mapped[list[str]] = mapped_column(JSON, default=list)
     received_at: Mapped[datetime]
     size: Mapped[int] = mapped_column(Integer)
-    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    # Read-only here; written to InboundRaw by whoever stores the message.
+    raw: Mapped[bytes] = column_property(
+        select(InboundRaw.raw)
+        .where(InboundRaw.inbound_id == id)
+        .correlate_except(InboundRaw)
+        .scalar_subquery(),
+        deferred=True,
+    )
     state: Mapped[str] = mapped_column(String(16), default=InboundState.PENDING)
     kind: Mapped[str | None] = mapped_column(String(16))  # MailKind once screened
     screen_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)

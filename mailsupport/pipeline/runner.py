@@ -30,7 +30,7 @@ from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import Share, pending_ids
-from mailsupport.db.models import Inbound, InboundState, Ticket
+from mailsupport.db.models import Inbound, InboundRaw, InboundState, Ticket
 from mailsupport.domain.actors import contact_actor
 from mailsupport.domain.tickets import record_event
 from mailsupport.errors import MessageParseError
@@ -86,15 +86,20 @@ class _Ready:
 
 # Just the columns processing needs, in one query: loading the mapped row and then its deferred
 # raw bytes took two round trips and about a tenth of the time spent on each message.
-_LOAD = select(
-    Inbound.id,
-    Inbound.raw,
-    Inbound.envelope_from,
-    Inbound.envelope_to,
-    Inbound.received_at,
-    Inbound.queue,
-).where(
-    Inbound.id.in_(bindparam("inbound_ids", expanding=True)), Inbound.state == InboundState.PENDING
+_LOAD = (
+    select(
+        Inbound.id,
+        InboundRaw.raw,
+        Inbound.envelope_from,
+        Inbound.envelope_to,
+        Inbound.received_at,
+        Inbound.queue,
+    )
+    .join(InboundRaw, InboundRaw.inbound_id == Inbound.id)
+    .where(
+        Inbound.id.in_(bindparam("inbound_ids", expanding=True)),
+        Inbound.state == InboundState.PENDING,
+    )
 )
 
 
