@@ -115,11 +115,31 @@ class Processing:
 
 
 @dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds each process spent during (c), read from /proc (Linux only)."""
+
+    workers: float  # the daemon's pipeline worker processes
+    daemon: float  # listener, inbox writer and outbox sender
+    relay: float  # the do-nothing relay taking the acknowledgements
+
+    def per_mail(self, mails: int) -> tuple[float, float, float]:
+        """Milliseconds of CPU per mail processed."""
+        return (1000 * self.workers / mails, 1000 * self.daemon / mails, 1000 * self.relay / mails)
+
+
+@dataclass(frozen=True)
+class Served:
+    port: int
+    pid: int
+
+
+@dataclass(frozen=True)
 class Round:
     baseline: SendResult
     accept: SendResult
     e2e_send: SendResult
     e2e: Processing
+    e2e_cpu: CpuUse | None
 
 
 # --- corpus -----------------------------------------------------------------------------------
@@ -352,13 +372,14 @@ def _null_server_main(port: int) -> None:
 
 
 @contextlib.contextmanager
-def null_server() -> Iterator[int]:
+def null_server() -> Iterator[Served]:
     port = free_port()
     process = multiprocessing.get_context("spawn").Process(target=_null_server_main, args=(port,))
     process.start()
     try:
         wait_for_port(port, process.is_alive, START_TIMEOUT, "bench/intake.py")
-        yield port
+        assert process.pid is not None
+        yield Served(port, process.pid)
     finally:
         process.terminate()
         process.join()
@@ -380,7 +401,7 @@ def write_config(directory: Path, port: int, workers: int, relay: int) -> Path:
 
 
 @contextlib.contextmanager
-def daemon(directory: Path, workers: int, relay: int | None = None) -> Iterator[int]:
+def daemon(directory: Path, workers: int, relay: int | None = None) -> Iterator[Served]:
     """``mailsupport serve`` in a process of its own, with a fresh database in ``directory``.
 
     Its outbound mail goes to ``relay``; without one, to a port nothing listens on, so that
@@ -395,7 +416,7 @@ def daemon(directory: Path, workers: int, relay: int | None = None) -> Iterator[
         process = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO)
         try:
             wait_for_port(port, lambda: process.poll() is None, START_TIMEOUT, "bench/intake.py")
-            yield port
+            yield Served(port, process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
@@ -448,13 +469,13 @@ def _check(name: str, result: SendResult, expected: int) -> SendResult:
 
 
 def measure_baseline(files: Sequence[Path], options: Options) -> SendResult:
-    with null_server() as port:
-        return _check("(a)", send_corpus(port, files, options), len(files))
+    with null_server() as server:
+        return _check("(a)", send_corpus(server.port, files, options), len(files))
 
 
 def measure_accept(files: Sequence[Path], options: Options, directory: Path) -> SendResult:
-    with daemon(directory, workers=0) as port:
-        result = _check("(b)", send_corpus(port, files, options), len(files))
+    with daemon(directory, workers=0) as served:
+        result = _check("(b)", send_corpus(served.port, files, options), len(files))
     for problem in verify_stored(directory / "mailsupport.db", files):
         print(f"  warning: (b): {problem}")
     return result
@@ -482,12 +503,37 @@ def _digest(data: bytes) -> str:
 
 def measure_e2e(
     files: Sequence[Path], options: Options, directory: Path
-) -> tuple[SendResult, Processing]:
+) -> tuple[SendResult, Processing, CpuUse | None]:
     # The acknowledgements the pipeline queues are really sent, to a do-nothing relay, so the
     # daemon does all it would do in service.
-    with null_server() as relay, daemon(directory, workers=1, relay=relay) as port:
-        sent = _check("(c)", send_corpus(port, files, options), len(files))
-        return sent, wait_processed(directory / "mailsupport.db", sent.sent, sent.started)
+    with null_server() as relay, daemon(directory, workers=1, relay=relay.port) as served:
+        sent = _check("(c)", send_corpus(served.port, files, options), len(files))
+        processing = wait_processed(directory / "mailsupport.db", sent.sent, sent.started)
+        return sent, processing, cpu_use(served.pid, relay.pid)
+
+
+def cpu_use(daemon_pid: int, relay_pid: int) -> CpuUse | None:
+    """Where the CPU went in (c): what bounds the rate, when it is bound by CPU."""
+    try:
+        workers = sum(_cpu_seconds(pid) for pid in _children(daemon_pid))
+        return CpuUse(workers, _cpu_seconds(daemon_pid), _cpu_seconds(relay_pid))
+    except (OSError, ValueError, IndexError):
+        return None  # no /proc: not Linux
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
 
 
 def run_round(number: int, files: Sequence[Path], options: Options, workdir: Path) -> Round:
@@ -495,14 +541,21 @@ def run_round(number: int, files: Sequence[Path], options: Options, workdir: Pat
     print(f"  round {number}: (a) {baseline.rate:7.1f} mails/s", flush=True)
     accept = measure_accept(files, options, workdir / f"round{number}-b")
     print(f"  round {number}: (b) {accept.rate:7.1f} mails/s", flush=True)
-    e2e_send, e2e = measure_e2e(files, options, workdir / f"round{number}-c")
+    e2e_send, e2e, cpu = measure_e2e(files, options, workdir / f"round{number}-c")
     print(
         f"  round {number}: (c) {e2e.rate:7.1f} mails/s end to end"
         f" (accepted at {e2e_send.rate:.1f}/s; {e2e.tickets} tickets, {e2e.follow_ups}"
         f" follow-ups, {e2e.no_ticket} without ticket, {e2e.quarantined} quarantined)",
         flush=True,
     )
-    return Round(baseline, accept, e2e_send, e2e)
+    if cpu is not None:
+        workers, daemon_ms, relay = cpu.per_mail(e2e.processed)
+        print(
+            f"           CPU per mail: pipeline worker {workers:.2f} ms, daemon {daemon_ms:.2f} ms"
+            f" (listener, writer, outbox sender), relay {relay:.2f} ms",
+            flush=True,
+        )
+    return Round(baseline, accept, e2e_send, e2e, cpu)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -518,7 +571,7 @@ def _verdict(met: bool) -> str:
 
 def _row(label: str, values: Sequence[float], unit: str = "mails/s") -> float:
     median = _median(values)
-    digits = 1 if unit else 2
+    digits = 1 if unit == "mails/s" else 2
     spread = f"{min(values):.{digits}f} to {max(values):.{digits}f}" if len(values) > 1 else ""
     print(f"  {label:<40}{median:8.{digits}f} {unit:<8} {spread}")
     return median
@@ -537,6 +590,10 @@ def report(rounds: Sequence[Round], files: Sequence[Path], options: Options) -> 
     _row("(b) mailsupport acceptance (workers=0)", [r.accept.rate for r in rounds])
     c = _row("(c) end to end, mail -> ticket", [r.e2e.rate for r in rounds])
     _row("    acceptance during (c)", [r.e2e_send.rate for r in rounds])
+    cpu = [r.e2e_cpu.per_mail(r.e2e.processed) for r in rounds if r.e2e_cpu is not None]
+    if cpu:
+        _row("    CPU per mail: pipeline worker", [c[0] for c in cpu], "ms")
+        _row("    CPU per mail: daemon", [c[1] for c in cpu], "ms")
     # Each round's (a) and (b) ran back to back, so their ratio shares that round's noise.
     ratio = _row("(b)/(a), per round", [r.accept.rate / r.baseline.rate for r in rounds], "")
     print(f"  goal (b) >= {AB_GOAL:.1f} x (a):   {_verdict(ratio >= AB_GOAL)}")
