@@ -1,10 +1,10 @@
 """Parse one raw message into a ParsedMessage.
 
 All tolerance for broken real-world mail lives here, so every later step works on clean,
-decoded values. The MIME tree is built once with the email package; mail-parser reads the
-address and date headers from that same tree, and the body and attachments are collected in
-one iterative walk that decodes each text part in its declared (or detected) charset. The only
-exception that leaves this module is MessageParseError, with a one-sentence reason.
+decoded values. The MIME tree is built once with the email package; mail-parser's readers take
+the address and date headers from that same tree, and the body and attachments are collected
+in one iterative walk that decodes each text part in its declared (or detected) charset. The
+only exception that leaves this module is MessageParseError, with a one-sentence reason.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from email.message import Message
 from email.policy import Compat32
 from typing import Any
 
-import mailparser
+from mailparser.const import ADDRESSES_HEADERS
+from mailparser.dates import date_diagnostics, parse_mail_date
+from mailparser.utils import get_addresses
 
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
@@ -110,21 +112,21 @@ def _parse(raw: bytes) -> ParsedMessage:
     collected = _walk(message)
     headers, header_defects = _decoded_headers(message, collected.charset)
     _repair_address_headers(message, collected.charset)
-    parser = _mail_parser(message)
+    readings = _mail_parser(message)
     plain = "\n".join(collected.plain)
     html = "\n".join(collected.html)
     text = plain if plain.strip() or not html else html_to_text(html)
     if not headers and not text.strip() and not html and not collected.attachments:
         raise MessageParseError("the message has neither headers nor a body")
-    date, date_defects = _date(parser, _first(headers, "date"))
-    from_ = _addresses(parser, "from")
+    date, date_defects = _date(readings, _first(headers, "date"))
+    from_ = _addresses(readings, "from")
     return ParsedMessage(
         message_id=_message_id(_first(headers, "message-id")),
         subject=" ".join((_first(headers, "subject") or "").split()),
         from_=from_[0] if from_ else None,
-        to=_addresses(parser, "to"),
-        cc=_addresses(parser, "cc"),
-        reply_to=_addresses(parser, "reply-to"),
+        to=_addresses(readings, "to"),
+        cc=_addresses(readings, "cc"),
+        reply_to=_addresses(readings, "reply-to"),
         date=date,
         in_reply_to=message_ids(_every(headers, "in-reply-to")),
         references=message_ids(_every(headers, "references")),
@@ -134,7 +136,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         headers=headers,
         return_path=_return_path(_first(headers, "return-path")),
         defects=_bounded(
-            [*collected.defects, *header_defects, *_address_defects(parser), *date_defects]
+            [*collected.defects, *header_defects, *_address_defects(readings), *date_defects]
         ),
     )
 
@@ -484,29 +486,57 @@ def _repair_address_headers(message: Message, fallback: str | None) -> None:
             message[name] = value
 
 
-def _mail_parser(message: Message) -> Any:
-    """mail-parser over the top-level headers only: addresses and dates are all we take from it.
+@dataclass(frozen=True)
+class _Readings:
+    """What mail-parser reads in the top-level headers: the mailboxes and the date."""
 
-    Given the whole message it would walk and decode every part again, attachments included,
-    which cost about a third of parsing; the body is read once, by ``_walk``.
+    mailboxes: dict[str, list[tuple[str, str]]]  # each address header's first occurrence
+    address_defects: list[dict[str, Any]]
+    date: datetime | None
+    date_defects: list[dict[str, Any]]  # the first Date header's
+
+
+def _mail_parser(message: Message) -> _Readings:
+    """mail-parser's address and date readers over the top-level headers.
+
+    Its MailParser object would also walk every part and decode every header twice more, which
+    cost as much as the reading itself; the body is read once, by ``_walk``.
     """
-    headers = Message()
-    for name, value in message.raw_items():
-        # Received chains are long, and mail-parser parses each hop with many patterns.
-        if name.lower() != "received":
-            headers[name] = value
-    headers.set_payload("")
     try:
-        return mailparser.MailParser(headers)
+        return _read_with_mail_parser(message)
     except RecursionError:
         raise
     except Exception as exc:
         raise MessageParseError(f"mail-parser cannot read the message ({exc!r:.200})") from exc
 
 
-def _addresses(parser: Any, header: str) -> tuple[Address, ...]:
+def _read_with_mail_parser(message: Message) -> _Readings:
+    values: dict[str, list[Any]] = {}
+    for name, value in message.items():
+        if name.lower() in ADDRESSES_HEADERS:
+            values.setdefault(name.lower(), []).append(value)
+    mailboxes: dict[str, list[tuple[str, str]]] = {}
+    address_defects: list[dict[str, Any]] = []
+    for header, occurrences in sorted(values.items()):  # mail-parser's order
+        for occurrence, value in enumerate(occurrences):
+            diagnostics: list[dict[str, Any]] = []
+            found = get_addresses(value, defects=diagnostics, decode_names=True)
+            mailboxes.setdefault(header, found)
+            address_defects += [
+                {**d, "header": header, "occurrence": occurrence} for d in diagnostics
+            ]
+    dated = next((raw for name, raw in message.raw_items() if name.lower() == "date"), None)
+    if dated is None:
+        return _Readings(mailboxes, address_defects, None, [])
+    reading = parse_mail_date(dated)
+    return _Readings(
+        mailboxes, address_defects, reading.value, date_diagnostics(reading, dated, "date", 0)
+    )
+
+
+def _addresses(readings: _Readings, header: str) -> tuple[Address, ...]:
     found: dict[str, Address] = {}
-    for name, address in parser.mail.get(header) or ():
+    for name, address in readings.mailboxes.get(header) or ():
         email_address = _WHITESPACE.sub("", str(address)).lower()
         if email_address and email_address not in found:
             found[email_address] = Address(email_address, _display_name(str(name), email_address))
@@ -520,21 +550,16 @@ def _display_name(name: str, email_address: str) -> str:
     return "" if text.lower() == email_address else text
 
 
-def _address_defects(parser: Any) -> list[str]:
+def _address_defects(readings: _Readings) -> list[str]:
     return [
         f"{item.get('header', 'address')}: {item.get('reason')} in {item.get('raw', '')!s:.200}"
-        for item in parser.address_header_defects or ()
-        if isinstance(item, dict)
+        for item in readings.address_defects
     ]
 
 
-def _date(parser: Any, header: str | None) -> tuple[datetime | None, list[str]]:
-    defects = [
-        f"Date: {item.get('reason')}"
-        for item in parser.date_header_defects or ()
-        if isinstance(item, dict) and item.get("header") == "date" and not item.get("occurrence")
-    ]
-    value = parser.date
+def _date(readings: _Readings, header: str | None) -> tuple[datetime | None, list[str]]:
+    defects = [f"Date: {item.get('reason')}" for item in readings.date_defects]
+    value = readings.date
     if isinstance(value, datetime):
         return _as_utc(value), defects
     if not header:
