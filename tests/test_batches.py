@@ -10,11 +10,13 @@ from sqlalchemy import event, func, select
 from mailsupport.app import App
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import RawMail, store_many
-from mailsupport.db.models import Event, Inbound, InboundState, Outbox, Ticket
+from mailsupport.db.models import Event, Inbound, InboundState, Outbox, Ticket, TicketStatus
+from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.operators import add_operator, operator_emails
+from mailsupport.domain.tickets import change_status, get_ticket
 from mailsupport.pipeline.runner import BATCH, Pipeline
 
-from support import make_mail
+from support import ingest, make_mail
 
 
 def _store(app: App, raws: list[bytes]) -> list[int]:
@@ -108,3 +110,37 @@ def test_lookups_remembered_in_a_transaction_follow_changes_and_end_with_it(app:
             add_operator(writer, "pete@example.com", "Pete", app.clock.now())
         reader.commit()  # its next transaction sees what was committed since
         assert operator_emails(reader) == {"olga@example.com", "pete@example.com"}
+
+
+def test_events_are_written_at_commit_in_one_statement_and_not_after_a_rollback(
+    app: App,
+) -> None:
+    ingest(app, make_mail())
+    inserts: list[int] = []
+
+    def watch(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith("INSERT INTO events"):
+            inserts.append(len(params) if isinstance(params, list) else 1)
+
+    event.listen(app.engine, "before_cursor_execute", watch)
+    try:
+        with app.factory.begin() as session:
+            ticket = get_ticket(session, 1)
+            for status in (TicketStatus.OPEN, TicketStatus.WAITING, TicketStatus.RESOLVED):
+                change_status(session, ticket, status, actor=cli_actor(), now=app.clock.now())
+            assert inserts == []  # nothing written until the commit
+        with app.factory() as session:
+            ticket = get_ticket(session, 1)
+            change_status(
+                session, ticket, TicketStatus.CLOSED, actor=cli_actor(), now=app.clock.now()
+            )
+            session.rollback()
+    finally:
+        event.remove(app.engine, "before_cursor_execute", watch)
+
+    assert inserts == [3]
+    with app.factory() as session:
+        statuses = session.execute(
+            select(Event.new).where(Event.kind == "status").order_by(Event.id)
+        ).scalars()
+        assert list(statuses) == ["open", "waiting", "resolved"]

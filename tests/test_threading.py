@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from mailsupport.app import App
+from mailsupport.clock import FrozenClock
 from mailsupport.db.models import Ticket, TicketStatus
 from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.tickets import change_status, get_ticket
@@ -205,3 +207,16 @@ def test_same_mail_twice_is_one_message(app: App) -> None:
     assert first.ticket_number == 1
     assert second is None  # already stored and processed
     assert len(inbound(ticket_json(app, 1))) == 1
+
+
+def test_a_follow_up_marks_its_ticket_changed(app: App, clock: FrozenClock) -> None:
+    number = _open_ticket(app)
+    opened = ticket_json(app, number)["updated_at"]
+    clock.advance(timedelta(hours=2))
+
+    ingest(app, make_mail(subject=f"Re: [ACME #{number}] Printer", in_reply_to=ORIGINAL_ID))
+
+    data = ticket_json(app, number)
+    assert data["status"] == "new"  # nothing to reopen: only the time moves
+    assert data["updated_at"] > opened
+    assert datetime.fromisoformat(data["updated_at"]) == clock.now()

@@ -26,6 +26,7 @@ from mailsupport.domain.tickets import (
     get_ticket,
     open_ticket,
     record_event,
+    touch,
 )
 from mailsupport.errors import MessageParseError
 from mailsupport.pipeline.attachments import store_attachments
@@ -101,7 +102,8 @@ def _reopen_if_waiting(
     """The customer answered: a ticket waiting on them, or resolved, needs us again."""
     if incoming.screening.kind is MailKind.NORMAL and ticket.status in _REOPENED_BY_CUSTOMER:
         change_status(session, ticket, TicketStatus.OPEN, actor=actor, now=now)
-    ticket.updated_at = now
+    else:
+        touch(session, ticket, now)
 
 
 def _add_message(

@@ -20,7 +20,7 @@ from mailsupport.core.quotes import strip_quoted
 from mailsupport.db.models import Direction, Operator, Ticket
 from mailsupport.domain.actors import operator_actor
 from mailsupport.domain.messages import NewMessage, add_message
-from mailsupport.domain.tickets import record_event, record_first_response
+from mailsupport.domain.tickets import record_event, record_first_response, touch
 from mailsupport.outbound.staff import StaffMail
 from mailsupport.pipeline.attachments import store_attachments
 from mailsupport.pipeline.commands import CommandResult, run_commands
@@ -88,7 +88,7 @@ def _store(
     )
     message_row = add_message(session, mail.ticket, message, now)
     store_attachments(session, message_row, parsed.attachments)
-    mail.ticket.updated_at = now
+    touch(session, mail.ticket, now)
     return message_row
 
 
