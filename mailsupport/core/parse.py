@@ -153,6 +153,7 @@ _JOIN_AT_LEAST = 4096  # bytes of base64 body; shorter ones cost little line by 
 _TRANSFER_ENCODING_SPELLINGS = (b"\nContent-Transfer-Encoding:", b"\nContent-transfer-encoding:")
 _BASE64_HEADER = re.compile(rb"\ncontent-transfer-encoding:[ \t]*base64[ \t]*\r?\n", re.IGNORECASE)
 _HEADER_END = re.compile(rb"\n\r?\n")
+_ATTACHED_MESSAGE_TYPES = (b"message/", b"Message/", b"MESSAGE/", b"text/rfc822-headers")
 
 
 class _EndOfLineAtEnd:
@@ -182,6 +183,10 @@ _speed_up_feedparser()
 
 
 def _mime_tree(raw: bytes) -> Message:
+    # An attached message is kept byte for byte, so its bodies are never joined: skip the
+    # attempt (and the second parse it would end in) for the usual spellings.
+    if any(kind in raw for kind in _ATTACHED_MESSAGE_TYPES):
+        return email.message_from_bytes(raw)
     joined, bodies = _join_base64_bodies(raw)
     if bodies:
         message = email.message_from_bytes(joined)
