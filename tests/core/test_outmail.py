@@ -566,3 +566,48 @@ def test_empty_attachment_name_gets_a_placeholder() -> None:
     raw = build_message(mail(attachments=(Attachment("\r\n", "image/png", b"\x89PNG"),)))
     (part,) = parse(raw).iter_attachments()
     assert part.get_filename() == "attachment"
+
+
+def _as_the_email_package_writes_it(mail: OutgoingMail) -> bytes:
+    """The reference a lone text part must match: the email package's own set_content."""
+    from email.message import MIMEPart
+
+    from mailsupport.core import outmail
+
+    message = MIMEPart(policy=outmail._POLICY)
+    for name, value in outmail._headers(mail):
+        message[name] = value
+    message["MIME-Version"] = "1.0"
+    text = outmail._body_text(mail.text)
+    message.set_content(
+        text, subtype="plain", charset="utf-8", cte=outmail._transfer_encoding(text)
+    )
+    return message.as_bytes()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"text": "A line of exactly seventy-eight characters is still seven bit, like this.xx\n"},
+        {"text": "x" * 200 + "\nand a long line before it\n"},
+        {"text": "Здравствуйте!\nВаша заявка принята.\n"},
+        {"text": "windows\r\nold mac\runix\nno final newline"},
+        {"text": "= signs = and trailing spaces   \nand tabs\t\n.\n.leading dot\n"},
+        {"text": ""},
+        {"subject": "Принтер не печатает — срочно " * 4, "from_name": "Служба поддержки"},
+        {
+            "cc": (Address("bob@example.org", "Bob, Jr."), Address("eve@example.org")),
+            "reply_to": Address("support+12@example.com"),
+            "in_reply_to": "parent@example.org",
+            "references": ("root@example.org", "parent@example.org"),
+            "extra_headers": (("X-Mailsupport-Ticket", "12"), ("X-Loop", "support@example.com")),
+            "auto_submitted": None,
+        },
+    ],
+)
+def test_a_lone_text_part_is_written_as_the_email_package_writes_it(
+    changes: dict[str, Any],
+) -> None:
+    one = mail(**changes)
+    assert build_message(one) == _as_the_email_package_writes_it(one)
