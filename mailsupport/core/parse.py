@@ -16,6 +16,7 @@ import io
 import mimetypes
 import quopri
 import re
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -144,16 +145,28 @@ def _parse(raw: bytes) -> ParsedMessage:
 # -- the MIME tree -------------------------------------------------------------------------
 
 # The email package's parser handles a body one line at a time, and a 500 KB attachment is
-# 6,600 lines of base64: about 4 ms, most of parsing a mail that carries one. Such a body is
-# handed to it as one line instead. Only line breaks are removed, which base64 decoding ignores
-# (the email package itself joins the lines before decoding); the tree is used only when every
-# joined body is found in a part that the email package decodes as base64.
-_JOIN_AT_LEAST = 4096  # bytes of base64 body; shorter ones cost little line by line
+# 6,600 lines of base64: about 4 ms, most of parsing a mail that carries one. Such a body is set
+# aside before parsing, a one-line placeholder in its place, and put back joined into one line
+# afterwards: only line breaks are removed, which base64 decoding ignores (the email package
+# itself joins the lines before decoding). The tree is used only when every placeholder turns
+# up, in order, as the whole of a part that the email package decodes as base64.
+_SET_ASIDE_AT_LEAST = 4096  # bytes of base64 body; shorter ones cost little line by line
 # All but a handful of the headers in real mail are spelled one of these two ways.
 _TRANSFER_ENCODING_SPELLINGS = (b"\nContent-Transfer-Encoding:", b"\nContent-transfer-encoding:")
 _BASE64_HEADER = re.compile(rb"\ncontent-transfer-encoding:[ \t]*base64[ \t]*\r?\n", re.IGNORECASE)
 _HEADER_END = re.compile(rb"\n\r?\n")
-_ATTACHED_MESSAGE_TYPES = (b"message/", b"Message/", b"MESSAGE/", b"text/rfc822-headers")
+# An attached message is kept byte for byte, so its bodies are never set aside. The usual
+# spellings are skipped cheaply here; any other ends in the check, and a second parse.
+_ATTACHED_MESSAGE = (b"essage/", b"rfc822-headers")
+
+
+@dataclass(frozen=True)
+class _SetAside:
+    """Mail with long base64 bodies replaced by placeholders, and those bodies in order."""
+
+    shortened: bytes
+    marker: str  # random for each mail, so that no sender can write a placeholder
+    bodies: list[str]
 
 
 class _EndOfLineAtEnd:
@@ -183,23 +196,17 @@ _speed_up_feedparser()
 
 
 def _mime_tree(raw: bytes) -> Message:
-    # An attached message is kept byte for byte, so its bodies are never joined: skip the
-    # attempt (and the second parse it would end in) for the usual spellings.
-    if any(kind in raw for kind in _ATTACHED_MESSAGE_TYPES):
-        return email.message_from_bytes(raw)
-    joined, bodies = _join_base64_bodies(raw)
-    if bodies:
-        message = email.message_from_bytes(joined)
-        if _in_base64_parts(message, bodies):
+    aside = _set_aside_base64_bodies(raw)
+    if aside.bodies and not any(kind in raw for kind in _ATTACHED_MESSAGE):
+        message = email.message_from_bytes(aside.shortened)
+        if _put_back(message, aside):
             return message
     return email.message_from_bytes(raw)
 
 
-def _join_base64_bodies(raw: bytes) -> tuple[bytes, list[str]]:
-    """``raw`` with long base64 bodies on one line each, and those lines in order.
-
-    A body runs to the next line starting with "-" (a boundary does; base64 has no "-").
-    """
+def _set_aside_base64_bodies(raw: bytes) -> _SetAside:
+    """A body runs to the next line starting with "-" (a boundary does; base64 has no "-")."""
+    marker = secrets.token_hex(16)
     pieces: list[bytes] = []
     bodies: list[str] = []
     copied = 0
@@ -212,18 +219,18 @@ def _join_base64_bodies(raw: bytes) -> tuple[bytes, list[str]]:
         start = separator.end()
         end = raw.find(b"\n-", start) + 1 or len(raw)
         line = raw[start:end].translate(None, b"\r\n")
-        if len(line) < _JOIN_AT_LEAST:
+        if len(line) < _SET_ASIDE_AT_LEAST:
             continue
         kept = end
         while kept > start and raw[kept - 1] in b"\r\n":
             kept -= 1  # the line breaks after the body are kept as they were
-        pieces += [raw[copied:start], line]
+        pieces += [raw[copied:start], _placeholder(marker, len(bodies)).encode()]
         bodies.append(line.decode("ascii", "surrogateescape"))
         copied = kept
     if not bodies:
-        return raw, bodies
+        return _SetAside(raw, marker, bodies)
     pieces.append(raw[copied:])
-    return b"".join(pieces), bodies
+    return _SetAside(b"".join(pieces), marker, bodies)
 
 
 def _transfer_encoding_headers(raw: bytes) -> Iterator[int]:
@@ -243,32 +250,52 @@ def _transfer_encoding_headers(raw: bytes) -> Iterator[int]:
         upcoming[name] = raw.find(name, found + 1)
 
 
-def _in_base64_parts(message: Message, bodies: list[str]) -> bool:
-    """Whether each joined body is, in order, a leaf the email package decodes as base64.
+def _placeholder(marker: str, number: int) -> str:
+    return f"{marker}.{number}."
 
-    Anything else (a body that only looked like one, an attached message, whose bytes are
-    kept as they came) means the tree must come from the unchanged bytes.
+
+def _put_back(message: Message, aside: _SetAside) -> bool:
+    """Put each body back in its part; False unless each is, in order, a part decoded as base64.
+
+    Anything else (a body that only looked like one, an attached message) means the tree must
+    come from the unchanged bytes.
     """
-    waiting = iter(bodies)
-    expected = next(waiting, None)
+    parts = _base64_leaves(message)
+    if parts is None:
+        return False
+    waiting = iter(enumerate(aside.bodies))
+    number, body = next(waiting, (-1, ""))
+    for part in parts:
+        placeholder = _placeholder(aside.marker, number)
+        payload = str(part.get_payload())
+        if number >= 0 and payload.startswith(placeholder):
+            rest = payload[len(placeholder) :]
+            if rest.strip("\r\n"):
+                return False
+            part.set_payload(body + rest)
+            number, body = next(waiting, (-1, ""))
+    return number < 0
+
+
+def _base64_leaves(message: Message) -> list[Message] | None:
+    """The leaves the email package decodes as base64, in order; None if a message is attached.
+
+    None too past MAX_NESTING, where ``_walk`` gives its own reason for refusing the mail.
+    """
+    found: list[Message] = []
     stack: list[tuple[Message, int]] = [(message, 0)]
     while stack:
         part, depth = stack.pop()
         if depth > MAX_NESTING or _is_embedded(part.get_content_type()):
-            return False
+            return None
         payload = part.get_payload()
         if isinstance(payload, list):
             children = [child for child in payload if isinstance(child, Message)]
             stack.extend((child, depth + 1) for child in reversed(children))
         # The email package's own test before it decodes base64.
-        elif (
-            expected is not None
-            and str(part.get("content-transfer-encoding", "")).lower() == "base64"
-            and str(payload).startswith(expected)
-            and not str(payload)[len(expected) :].strip("\r\n")
-        ):
-            expected = next(waiting, None)
-    return expected is None
+        elif str(part.get("content-transfer-encoding", "")).lower() == "base64":
+            found.append(part)
+    return found
 
 
 def _walk(message: Message) -> _Collected:

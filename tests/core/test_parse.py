@@ -12,7 +12,7 @@ import pytest
 from mailsupport.core.message import Address, ParsedMessage
 from mailsupport.core.parse import (
     MAX_FILENAME,
-    _join_base64_bodies,
+    _set_aside_base64_bodies,
     message_ids,
     parse_message,
     safe_filename,
@@ -524,8 +524,8 @@ def _with_attachment(data: bytes, *, newline: bytes = b"\r\n", encoding: str = "
 def test_a_large_base64_attachment_is_decoded_byte_for_byte(newline: bytes) -> None:
     data = random.Random(7).randbytes(300_000)
     raw = _with_attachment(data, newline=newline)
-    joined, bodies = _join_base64_bodies(raw)
-    assert len(bodies) == 1 and joined.count(b"\n") < 20  # parsed as one line, not 5,000
+    aside = _set_aside_base64_bodies(raw)
+    assert len(aside.bodies) == 1 and aside.shortened.count(b"\n") < 20  # not 5,000 lines
 
     parsed = parse_message(raw)
 
