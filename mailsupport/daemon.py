@@ -67,6 +67,7 @@ def run_worker(
     if app is None:
         return
     pipeline = Pipeline(app.factory, app.config, app.clock)
+    log.info("pipeline worker %d of %d ready", (share or Share()).index + 1, (share or Share()).of)
     try:
         while not signals.stop.is_set():
             signals.wake.clear()
