@@ -12,6 +12,7 @@ same way the listener's writer does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -48,6 +49,36 @@ class _Event(Protocol):
     def clear(self) -> None: ...
     def is_set(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class _Wakeup:
+    """A wake-up call to another process that the death of that process cannot jam.
+
+    A multiprocessing Event's ``set`` waits for every process asleep in its ``wait`` to wake;
+    one killed while asleep (the OOM killer, SIGKILL, a stop signal sent to the whole process
+    group) made every later ``set`` hang, and with it the inbox writer that wakes the pipeline.
+    A semaphore holding at most one pending wake-up waits for nobody. ``wait`` takes the
+    wake-up it returns for.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._pending = context.BoundedSemaphore(1)
+
+    def set(self) -> None:
+        with contextlib.suppress(ValueError):  # one is pending already
+            self._pending.release()
+
+    def clear(self) -> None:
+        self._pending.acquire(False)
+
+    def is_set(self) -> bool:
+        if not self._pending.acquire(False):
+            return False
+        self.set()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._pending.acquire(True, timeout))
 
 
 @dataclass
@@ -102,9 +133,10 @@ def _open_worker_app(config: Config, signals: _Signals, clock: Clock | None) -> 
 
 
 def _worker_process_main(config: Config, signals: _Signals, share: Share) -> None:
-    # A worker is stopped through its event; a Ctrl-C meant for the daemon must not kill it
-    # half-way through a message.
+    # A worker is stopped through its event; a Ctrl-C or a stop signal sent to the daemon's
+    # whole process group (systemd does) must not kill it half-way through a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup_logging(logging.INFO)
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent, signals), daemon=True).start()
@@ -159,10 +191,11 @@ class Daemon:
 
     def _start_workers(self) -> None:
         context: Any = multiprocessing.get_context("spawn") if self._processes else threading
-        self._stop, self._outbox_wake = context.Event(), context.Event()
+        # Nobody waits on stop, so a plain Event is safe there.
+        self._stop, self._outbox_wake = context.Event(), _Wakeup(context)
         workers = self.config.pipeline.workers
         for number in range(workers):
-            signals = _Signals(self._stop, context.Event(), self._outbox_wake)
+            signals = _Signals(self._stop, _Wakeup(context), self._outbox_wake)
             share = Share(number, workers)
             if self._processes:
                 worker: Any = context.Process(

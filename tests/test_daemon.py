@@ -7,6 +7,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,3 +110,27 @@ def test_killed_worker_loses_nothing(tmp_path: Path, sqlite_url: str) -> None:
         wait_for(lambda: _tickets(config_file) == 5, timeout=60)
     finally:
         restarted.stop()
+
+
+def test_a_worker_killed_while_waiting_jams_nothing(tmp_path: Path, sqlite_url: str) -> None:
+    """Killed while asleep waiting for mail: the listener still stores, the daemon still stops."""
+    config = build_config(config_data(sqlite_url, pipeline={"poll_interval": 60.0}), env={})
+    config_file = str(write_config(tmp_path / "c.toml", config_data(sqlite_url)))
+    daemon = Daemon(config)  # real worker processes
+    daemon.start()
+    stopper = threading.Thread(target=daemon.stop, daemon=True)
+    try:
+        assert daemon.smtp_address is not None
+        with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+            client.sendmail("a@customer.test", ["support@example.com"], make_mail())
+        wait_for(lambda: _tickets(config_file) == 1, timeout=60)
+        time.sleep(0.5)  # the worker is back asleep, waiting to be woken
+        daemon.kill_workers()
+        with smtplib.SMTP(*daemon.smtp_address, timeout=10) as client:
+            for i in range(3):
+                sender = f"k{i}@customer.test"
+                client.sendmail(sender, ["support@example.com"], make_mail(sender=sender))
+    finally:
+        stopper.start()
+        stopper.join(timeout=60)
+    assert not stopper.is_alive()
