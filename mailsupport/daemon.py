@@ -98,7 +98,8 @@ def run_worker(
     if app is None:
         return
     pipeline = Pipeline(app.factory, app.config, app.clock)
-    log.info("pipeline worker %d of %d ready", (share or Share()).index + 1, (share or Share()).of)
+    place = share or Share()
+    log.info("pipeline worker %d of %d ready", place.index + 1, place.of)
     try:
         while not signals.stop.is_set():
             signals.wake.clear()

@@ -32,8 +32,18 @@ def forget(session: Session) -> None:
     session.info.pop(_KEY, None)
 
 
+# Keys of ``session.info`` that hold what belongs to one transaction and ends with it.
+_TRANSACTION_KEYS = {_KEY}
+
+
+def ends_with_transaction(key: str) -> None:
+    """Have ``session.info[key]`` dropped whenever a session's transaction ends."""
+    _TRANSACTION_KEYS.add(key)
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
     # Every flush opens and ends a subtransaction of its own; only the outermost one counts.
     if transaction.parent is None:
-        forget(session)
+        for key in _TRANSACTION_KEYS:
+            session.info.pop(key, None)

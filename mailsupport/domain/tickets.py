@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy import event as sqlalchemy_events
-from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mailsupport.db.memo import remembered
+from mailsupport.db.memo import ends_with_transaction, remembered
 from mailsupport.db.models import (
     Contact,
     Counter,
@@ -125,11 +125,8 @@ def _write_before_commit(session: Session) -> None:
     write_events(session)
 
 
-@sqlalchemy_events.listens_for(Session, "after_transaction_end")
-def _forget_unwritten(session: Session, transaction: SessionTransaction) -> None:
-    # A rolled-back transaction's events go with it; flushes end subtransactions of their own.
-    if transaction.parent is None:
-        session.info.pop(_UNWRITTEN_EVENTS, None)
+# A rolled-back transaction's events go with it.
+ends_with_transaction(_UNWRITTEN_EVENTS)
 
 
 def new_events(session: Session) -> list[RecordedEvent]:
