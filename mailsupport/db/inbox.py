@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from mailsupport.core.dedupe import dedupe_key
+from mailsupport.core.dedupe import DedupeKey, dedupe_key
 from mailsupport.db.models import Inbound, InboundRaw, InboundState
 
 _INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
 _INSERT_RAW = insert(InboundRaw)
 _INSERTS: dict[str, Any] = {}
+_STORED_KEYS = select(_INBOUND.c.dedupe_key, _INBOUND.c.id).where(
+    _INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True))
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,12 @@ class RawMail:
     envelope_to: tuple[str, ...] = field(default_factory=tuple)
     queue: str | None = None  # the queue new tickets go to, when the channel decides it
 
+    @cached_property
+    def key(self) -> DedupeKey:
+        """Its dedupe key: a channel that reads it before storing keeps the hashing out of the
+        write transaction."""
+        return dedupe_key(self.raw)
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -37,11 +48,11 @@ class Stored:
 
 
 def _insert_statement(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id on the table, built once per backend.
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, dedupe_key, built once per backend.
 
-    The listener's writer runs this for every message while holding the interpreter lock the
-    SMTP loop needs: an ORM insert built per message cost more than the disk flush, a Core
-    statement with bound parameters is compiled once and reused.
+    Run with every new mail of a batch at once, it becomes one multi-row INSERT: the writer
+    holds the write lock for it, and each statement hands the interpreter lock back to the
+    SMTP loop and waits to get it again.
     """
     statement = _INSERTS.get(dialect)
     if statement is None:
@@ -49,48 +60,74 @@ def _insert_statement(dialect: str) -> Any:
         statement = (
             insert(_INBOUND)
             .on_conflict_do_nothing(index_elements=[_INBOUND.c.dedupe_key])
-            .returning(_INBOUND.c.id)
+            .returning(_INBOUND.c.id, _INBOUND.c.dedupe_key)
         )
         _INSERTS[dialect] = statement
     return statement
 
 
 def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> list[Stored]:
-    """Insert each mail unless an identical one is already stored. Does not commit."""
+    """Insert each mail unless an identical one is already stored. Does not commit.
+
+    A mail whose key is stored already, or appears earlier in ``mails``, is a duplicate.
+    """
+    if not mails:
+        return []
     connection = session.connection()
-    statement = _insert_statement(connection.dialect.name)
-    results: list[Stored] = []
-    new_bytes: list[dict[str, Any]] = []
-    for mail in mails:
-        key = dedupe_key(mail.raw)
-        new_id = connection.execute(
-            statement,
-            {
-                "dedupe_key": key.key,
-                "message_id": key.message_id,
-                "channel": mail.channel,
-                "envelope_from": mail.envelope_from,
-                "envelope_to": list(mail.envelope_to),
-                "received_at": now,
-                "size": len(mail.raw),
-                "state": InboundState.PENDING,
-                "screen_reasons": [],
-                "no_auto_reply": False,
-                "attempts": 0,
-                "queue": mail.queue,
-            },
-        ).scalar_one_or_none()
-        if new_id is not None:
-            results.append(Stored(new_id, duplicate=False))
-            new_bytes.append({"inbound_id": new_id, "raw": mail.raw})
-            continue
-        existing = connection.execute(
-            select(_INBOUND.c.id).where(_INBOUND.c.dedupe_key == key.key)
-        ).scalar_one()
-        results.append(Stored(existing, duplicate=True))
-    if new_bytes:
-        connection.execute(_INSERT_RAW, new_bytes)
-    return results
+    keys = [mail.key.key for mail in mails]
+    stored = _stored_ids(connection, set(keys))
+    first: dict[str, RawMail] = {}
+    for mail, key in zip(mails, keys, strict=True):
+        if key not in stored:
+            first.setdefault(key, mail)
+    new_ids: dict[str, int] = {}
+    if first:
+        rows = [_inbound_row(mail, now) for mail in first.values()]
+        statement = _insert_statement(connection.dialect.name)
+        inserted = connection.execute(statement, rows).all()
+        new_ids = {key: inbound_id for inbound_id, key in inserted}
+        if len(new_ids) < len(first):  # stored meanwhile by another daemon
+            missing = [key for key in first if key not in new_ids]
+            stored.update(_stored_ids(connection, missing))
+        raws = [{"inbound_id": new_ids[key], "raw": first[key].raw} for key in new_ids]
+        if raws:
+            connection.execute(_INSERT_RAW, raws)
+    pairs = zip(mails, keys, strict=True)
+    return [_stored(key, mail, first, new_ids, stored) for mail, key in pairs]
+
+
+def _stored_ids(connection: Connection, keys: Collection[str]) -> dict[str, int]:
+    rows = connection.execute(_STORED_KEYS, {"keys": list(keys)}).all()
+    return {key: inbound_id for key, inbound_id in rows}
+
+
+def _inbound_row(mail: RawMail, now: datetime) -> dict[str, Any]:
+    return {
+        "dedupe_key": mail.key.key,
+        "message_id": mail.key.message_id,
+        "channel": mail.channel,
+        "envelope_from": mail.envelope_from,
+        "envelope_to": list(mail.envelope_to),
+        "received_at": now,
+        "size": len(mail.raw),
+        "state": InboundState.PENDING,
+        "screen_reasons": [],
+        "no_auto_reply": False,
+        "attempts": 0,
+        "queue": mail.queue,
+    }
+
+
+def _stored(
+    key: str,
+    mail: RawMail,
+    first: dict[str, RawMail],
+    new_ids: dict[str, int],
+    stored: dict[str, int],
+) -> Stored:
+    if key in new_ids:
+        return Stored(new_ids[key], duplicate=first[key] is not mail)
+    return Stored(stored[key], duplicate=True)
 
 
 def store_one(session: Session, mail: RawMail, now: datetime) -> Stored:

@@ -73,6 +73,8 @@ class InboxWriter:
     def _enqueue(self, request: _Request) -> None:
         if not self._started:
             raise StorageError("the inbox writer is not running")
+        # Hashed here, in the sender's thread: the writer holds the write lock while storing.
+        _ = request.mail.key
         self._queue.put(request)
 
     def submit(self, mail: RawMail) -> Future[Stored]:
@@ -87,15 +89,13 @@ class InboxWriter:
         return await waiter
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             first = self._queue.get()
             if first is None:
                 return
             batch = [first]
-            stop = self._drain(batch)
-            self._write(batch)
-            if stop:
-                return
+            stop = self._write(batch, stop=self._drain(batch))
 
     def _drain(self, batch: list[_Request]) -> bool:
         while len(batch) < MAX_BATCH:
@@ -108,9 +108,14 @@ class InboxWriter:
             batch.append(item)
         return False
 
-    def _write(self, batch: list[_Request]) -> None:
+    def _write(self, batch: list[_Request], stop: bool) -> bool:
+        """Store and answer the batch; returns whether the stop request has been taken."""
         try:
             with self._factory.begin() as session:
+                session.connection()  # takes the write lock
+                # Mail that arrived while the writer waited for the lock shares the commit:
+                # under load that halves the disk flushes the lock is held for.
+                stop = stop or self._drain(batch)
                 results = store_many(session, [r.mail for r in batch], self._clock.now())
         except Exception as exc:
             # Every sender is told 451 and retries later; the writer itself carries on.
@@ -118,10 +123,11 @@ class InboxWriter:
             log.error("could not store %d message(s): %s", len(batch), exc, exc_info=unexpected)
             error = StorageError(f"cannot store the message: {type(exc).__name__}")
             _settle(batch, [error] * len(batch))
-            return
+            return stop
         _settle(batch, results)
         if self._on_stored is not None:
             self._notify(results)
+        return stop
 
     def _notify(self, results: Sequence[Stored]) -> None:
         assert self._on_stored is not None
