@@ -8,13 +8,16 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailsupport.app import App
+from mailsupport.core.message import ParsedMessage, Screening
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import RawMail, store_many
 from mailsupport.db.models import Event, Inbound, InboundState, Outbox, Ticket, TicketStatus
 from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.operators import add_operator, operator_emails
-from mailsupport.domain.tickets import change_status, get_ticket
+from mailsupport.domain.tickets import change_status, get_ticket, participants
+from mailsupport.pipeline import runner
 from mailsupport.pipeline.runner import BATCH, Pipeline
+from mailsupport.pipeline.screen import screen_message
 
 from support import ingest, make_mail
 
@@ -144,3 +147,52 @@ def test_events_are_written_at_commit_in_one_statement_and_not_after_a_rollback(
             select(Event.new).where(Event.kind == "status").order_by(Event.id)
         ).scalars()
         assert list(statuses) == ["open", "waiting", "resolved"]
+
+
+def test_a_reply_by_reference_skips_the_tag_and_participant_lookups(app: App) -> None:
+    ingest(app, make_mail(sender="ann@customer.test", message_id="<first@customer.test>"))
+    reply = make_mail(
+        sender="ann@customer.test",
+        subject="Re: [ACME #1] Printer on floor 3 is jammed",
+        in_reply_to="<first@customer.test>",
+    )
+    _store(app, [reply])
+    statements: list[str] = []
+
+    def watch(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(app.engine, "before_cursor_execute", watch)
+    try:
+        assert Pipeline(app.factory, app.config, app.clock).process_pending() == 1
+    finally:
+        event.remove(app.engine, "before_cursor_execute", watch)
+    # The reference decides; the tag would only be asked about without one. The sender, on
+    # the ticket already, is added by an insert that does nothing rather than after a check.
+    assert not [s for s in statements if s.startswith("SELECT participants.id")]
+    tag_lookup = "SELECT tickets.id, tickets.number, tickets.status FROM tickets WHERE"
+    assert not [s for s in statements if s.startswith(tag_lookup)]
+    with app.factory() as session:
+        assert len(participants(session, get_ticket(session, 1))) == 1
+        kinds = session.execute(select(Event.kind).order_by(Event.id)).scalars().all()
+    assert kinds.count("participant") == 1
+
+
+def test_a_message_that_cannot_be_screened_is_quarantined_with_the_reason(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = _store(app, [make_mail(sender="ann@customer.test"), make_mail(sender="bob@c.test")])
+
+    def screen_failing_for_bob(parsed: ParsedMessage, *args: object) -> Screening:
+        if parsed.from_ is not None and parsed.from_.email == "bob@c.test":
+            raise RuntimeError("screening rules broke")
+        return screen_message(parsed, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "screen_message", screen_failing_for_bob)
+    assert Pipeline(app.factory, app.config, app.clock).process_pending() == 2
+    with app.factory() as session:
+        ann, bob = (session.get_one(Inbound, i) for i in ids)
+    assert ann.state == InboundState.PROCESSED
+    assert bob.state == InboundState.QUARANTINED
+    assert bob.quarantine_reason is not None
+    assert bob.quarantine_reason.startswith("RuntimeError: screening rules broke")

@@ -33,7 +33,7 @@ from mailsupport.db.models import (
     TicketStatus,
     TimeEntry,
 )
-from mailsupport.db.upsert import insert_ignoring_conflict
+from mailsupport.db.upsert import insert_ignoring_conflict, prepared_insert_ignoring_conflict
 from mailsupport.domain.actors import operator_actor
 from mailsupport.errors import InvalidValueError, NotFoundError
 
@@ -44,7 +44,7 @@ _UNWRITTEN_EVENTS = "mailsupport.unwritten_events"
 _EVENTS: Table = Event.__table__  # type: ignore[assignment]
 _PARTICIPANTS: Table = Participant.__table__  # type: ignore[assignment]
 _INSERT_EVENT = insert(_EVENTS)
-_INSERT_PARTICIPANT = insert(_PARTICIPANTS)
+_ONE_PER_TICKET = ("ticket_id", "contact_id")
 _IS_PARTICIPANT = (
     select(Participant.id)
     .join(Contact, Contact.id == Participant.contact_id)
@@ -193,7 +193,7 @@ def open_ticket(
         new=TicketStatus.NEW,
         data={"queue": queue.name, "requester": requester.email},
     )
-    _insert_participant(session, ticket, requester, role="requester", actor=actor, now=now)
+    add_participant(session, ticket, requester, role="requester", actor=actor, now=now)
     return ticket
 
 
@@ -317,19 +317,10 @@ def add_participant(
     session: Session, ticket: Ticket, contact: Contact, *, role: str, actor: str, now: datetime
 ) -> bool:
     """Add a contact to the ticket; False when they already take part."""
-    if is_participant(session, ticket.id, contact.email):
+    statement = prepared_insert_ignoring_conflict(session, _PARTICIPANTS, _ONE_PER_TICKET)
+    values = {"ticket_id": ticket.id, "contact_id": contact.id, "role": role, "added_at": now}
+    if session.execute(statement, values).first() is None:
         return False
-    _insert_participant(session, ticket, contact, role=role, actor=actor, now=now)
-    return True
-
-
-def _insert_participant(
-    session: Session, ticket: Ticket, contact: Contact, *, role: str, actor: str, now: datetime
-) -> None:
-    session.execute(
-        _INSERT_PARTICIPANT,
-        {"ticket_id": ticket.id, "contact_id": contact.id, "role": role, "added_at": now},
-    )
     record_event(
         session,
         ticket,
@@ -339,6 +330,7 @@ def _insert_participant(
         new=contact.email,
         data={"role": role},
     )
+    return True
 
 
 def set_queue(session: Session, ticket: Ticket, queue: Queue, *, actor: str, now: datetime) -> bool:

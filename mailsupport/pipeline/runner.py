@@ -78,10 +78,14 @@ class _Loaded:
 
 @dataclass(frozen=True)
 class _Ready:
-    """A stored message parsed and waiting for its transaction."""
+    """A stored message parsed, screened and waiting for its transaction."""
 
     loaded: _Loaded
-    parsed: ParsedMessage
+    incoming: Incoming
+
+    @property
+    def parsed(self) -> ParsedMessage:
+        return self.incoming.parsed
 
 
 # Just the columns processing needs, in one query: loading the mapped row and then its deferred
@@ -212,10 +216,24 @@ class Pipeline:
         return done + sum(self._apply_guarded(ready) is not None for ready in batch)
 
     def _parse(self, loaded: _Loaded) -> _Ready | Outcome:
+        """Parse and screen: neither needs the database, so neither holds its write lock."""
         try:
-            return _Ready(loaded, parse_message(loaded.raw))
+            parsed = parse_message(loaded.raw)
+            screening = screen_message(parsed, loaded.envelope_from, self.config)
         except MessageParseError as exc:
             return self.quarantine(loaded.inbound_id, f"unparseable: {exc}")
+        except Exception as exc:
+            log.exception("inbound %s could not be parsed or screened", loaded.inbound_id)
+            return self.quarantine(loaded.inbound_id, _describe(exc))
+        incoming = Incoming(
+            loaded.inbound_id,
+            loaded.envelope_to,
+            loaded.received_at,
+            parsed,
+            screening,
+            loaded.queue,
+        )
+        return _Ready(loaded, incoming)
 
     def _apply_guarded(self, ready: _Ready) -> Outcome | None:
         """Apply one message in its own transaction; a failure quarantines it or retries later."""
@@ -258,16 +276,7 @@ class Pipeline:
         self, session: Session, ready: _Ready, now: datetime
     ) -> tuple[Outcome, dict[str, Any]]:
         """Route one claimed message; returns its outcome and the stored message's new columns."""
-        loaded, parsed = ready.loaded, ready.parsed
-        screening = screen_message(parsed, loaded.envelope_from, self.config)
-        incoming = Incoming(
-            loaded.inbound_id,
-            loaded.envelope_to,
-            loaded.received_at,
-            parsed,
-            screening,
-            loaded.queue,
-        )
+        loaded, incoming = ready.loaded, ready.incoming
         ticket, detail = self._route(session, incoming, loaded.raw, now)
         self.notifier.flush(session)
         marks = {
@@ -276,7 +285,7 @@ class Pipeline:
             "processed_at": now,
             "outcome": detail,
             "quarantine_reason": None,
-            **screening_marks(screening),
+            **screening_marks(incoming.screening),
         }
         number = ticket.number if ticket else None
         return Outcome(loaded.inbound_id, InboundState.PROCESSED, detail, number), marks

@@ -6,6 +6,7 @@ sender takes part in it) and leaves the decision to the pure ``core.threads.deci
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, select, union_all
@@ -63,18 +64,31 @@ def referenced_ticket(session: Session, incoming: Incoming) -> tuple[TicketRef, 
 
 
 def thread(session: Session, incoming: Incoming, people: People, config: Config) -> Decision:
-    parsed = incoming.parsed
     referenced = referenced_ticket(session, incoming)
-    number = find_ticket_number(parsed.subject, config.support.tag)
-    tagged = session.execute(_TAGGED, {"number": number}).first() if number is not None else None
     sender = people.sender.email if people.sender else ""
     facts = ThreadFacts(
         kind=incoming.screening.kind,
         from_own_address=bool(sender and config.base_address(sender)),
         referenced=referenced[0] if referenced else None,
         referenced_message_id=referenced[1] if referenced else "",
+    )
+    if referenced is None:
+        # A reference decides before any tag does: the tag is looked up only without one.
+        facts = _with_tag(session, facts, incoming.parsed.subject, sender, config)
+    return decide(facts)
+
+
+def _with_tag(
+    session: Session, facts: ThreadFacts, subject: str, sender: str, config: Config
+) -> ThreadFacts:
+    """The facts with what the subject tag names: the ticket, and whether the sender is on it."""
+    number = find_ticket_number(subject, config.support.tag)
+    if number is None:
+        return facts
+    tagged = session.execute(_TAGGED, {"number": number}).first()
+    return replace(
+        facts,
         tagged_number=number,
         tagged=_ref(tagged) if tagged else None,
         sender_participates=bool(tagged and sender and is_participant(session, tagged.id, sender)),
     )
-    return decide(facts)
