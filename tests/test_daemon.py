@@ -134,3 +134,22 @@ def test_a_worker_killed_while_waiting_jams_nothing(tmp_path: Path, sqlite_url: 
         stopper.start()
         stopper.join(timeout=60)
     assert not stopper.is_alive()
+
+
+def test_the_daemon_checkpoints_by_its_job_and_never_on_commit(sqlite_url: str) -> None:
+    config = build_config(config_data(sqlite_url), env={})
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    try:
+        assert daemon.app is not None and daemon.smtp_address is not None
+        with daemon.app.engine.connect() as conn:
+            # A commit past 1000 pages would copy the WAL while a sender waits for its 250.
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        database = Path(config.database.url.removeprefix("sqlite:///"))
+        before = database.stat().st_size
+        with smtplib.SMTP(*daemon.smtp_address) as client:
+            client.sendmail("ann@customer.test", ["support@example.com"], make_mail())
+        # What was committed reaches the database file within a few runs of the job.
+        wait_for(lambda: database.stat().st_size > before, timeout=5)
+    finally:
+        daemon.stop()
