@@ -8,15 +8,15 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from mailsupport.core.dedupe import DedupeKey, dedupe_key
-from mailsupport.db.models import Inbound, InboundRaw, InboundState
+from mailsupport.db.models import Inbound, InboundRaw, InboundState, table_of
 
-_INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
+_INBOUND = table_of(Inbound)
 _INSERT_RAW = insert(InboundRaw)
 _INSERTS: dict[str, Any] = {}
 _STORED_KEYS = select(_INBOUND.c.dedupe_key, _INBOUND.c.id).where(
@@ -151,14 +151,15 @@ class Share:
 def pending_ids(
     session: Session, limit: int = 100, after_id: int = 0, share: Share | None = None
 ) -> list[int]:
+    columns = _INBOUND.c
     statement = (
-        select(Inbound.id)
-        .where(Inbound.state == InboundState.PENDING, Inbound.id > after_id)
-        .order_by(Inbound.id)
+        select(columns.id)
+        .where(columns.state == InboundState.PENDING, columns.id > after_id)
+        .order_by(columns.id)
         .limit(limit)
     )
     if share is not None and share.of > 1:
-        statement = statement.where(Inbound.id % share.of == share.index)
+        statement = statement.where(columns.id % share.of == share.index)
     if share is not None and share.stored_before is not None:
-        statement = statement.where(Inbound.received_at < share.stored_before)
+        statement = statement.where(columns.received_at < share.stored_before)
     return list(session.execute(statement).scalars())

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, insert
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Address
-from mailsupport.db.models import Message, Ticket
+from mailsupport.db.models import Message, Ticket, table_of
 
-_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_MESSAGES = table_of(Message)
 _INSERT = insert(_MESSAGES).returning(_MESSAGES.c.id)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -32,6 +32,7 @@ from mailsupport.db.models import (
     Ticket,
     TicketStatus,
     TimeEntry,
+    table_of,
 )
 from mailsupport.db.upsert import insert_ignoring_conflict, prepared_insert_ignoring_conflict
 from mailsupport.domain.actors import operator_actor
@@ -41,14 +42,18 @@ TICKET_COUNTER = "ticket"
 _NEW_EVENTS = "mailsupport.new_events"
 _UNWRITTEN_EVENTS = "mailsupport.unwritten_events"
 
-_EVENTS: Table = Event.__table__  # type: ignore[assignment]
-_PARTICIPANTS: Table = Participant.__table__  # type: ignore[assignment]
+_EVENTS = table_of(Event)
+_PARTICIPANTS = table_of(Participant)
 _INSERT_EVENT = insert(_EVENTS)
 _ONE_PER_TICKET = ("ticket_id", "contact_id")
+_CONTACTS = table_of(Contact)
 _IS_PARTICIPANT = (
-    select(Participant.id)
-    .join(Contact, Contact.id == Participant.contact_id)
-    .where(Participant.ticket_id == bindparam("ticket_id"), Contact.email == bindparam("email"))
+    select(_PARTICIPANTS.c.id)
+    .join(_CONTACTS, _CONTACTS.c.id == _PARTICIPANTS.c.contact_id)
+    .where(
+        _PARTICIPANTS.c.ticket_id == bindparam("ticket_id"),
+        _CONTACTS.c.email == bindparam("email"),
+    )
     .limit(1)
 )
 _PARTICIPANTS_OF = (
@@ -58,14 +63,14 @@ _PARTICIPANTS_OF = (
 )
 _BY_NUMBER = select(Ticket).where(Ticket.number == bindparam("number"))
 _BY_NUMBER_FOR_UPDATE = _BY_NUMBER.with_for_update(of=Ticket)
-_COUNTERS: Table = Counter.__table__  # type: ignore[assignment]
+_COUNTERS = table_of(Counter)
 _NEXT_NUMBER = (
     update(_COUNTERS)
     .where(_COUNTERS.c.name == TICKET_COUNTER)
     .values(value=_COUNTERS.c.value + 1)
     .returning(_COUNTERS.c.value)
 )
-_TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
+_TICKETS = table_of(Ticket)
 _INSERT_TICKET = insert(_TICKETS).returning(_TICKETS.c.id)
 _TOUCH = (
     update(_TICKETS)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
@@ -24,6 +24,7 @@ from mailsupport.db.models import (
     OutboxState,
     RecipientState,
     Ticket,
+    table_of,
 )
 from mailsupport.domain.actors import SYSTEM
 from mailsupport.domain.messages import NewMessage, add_message
@@ -32,9 +33,9 @@ from mailsupport.errors import InvalidValueError, NotFoundError
 
 # Prepared Core inserts: every acknowledgement writes these rows, and the ORM's unit of work
 # cost several times as much per row.
-_OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
+_OUTBOX = table_of(Outbox)
 _INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id)
-_INSERT_RECIPIENT = insert(OutboxRecipient.__table__)  # type: ignore[arg-type]
+_INSERT_RECIPIENT = insert(table_of(OutboxRecipient))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
-from mailsupport.db.models import Contact, Outbox, OutboxRecipient, OutboxState
+from mailsupport.db.models import Contact, Outbox, OutboxRecipient, OutboxState, table_of
 from mailsupport.domain.contacts import find_contact
 
 # Local parts (with ".", "-" and "_" removed) of addresses that are robots by convention.
@@ -21,17 +21,20 @@ _ROBOTS = ("mailerdaemon", "postmaster", "noreply", "donotreply", "dontreply", "
 
 
 # Automatic mails to an address in the last hour and the last day, in one query.
+_OUTBOX, _RECIPIENTS = table_of(Outbox), table_of(OutboxRecipient)
 _RECENT_AUTOMATIC = (
     select(
-        func.coalesce(func.sum(case((Outbox.created_at >= bindparam("hour_ago"), 1), else_=0)), 0),
-        func.count(OutboxRecipient.id),
+        func.coalesce(
+            func.sum(case((_OUTBOX.c.created_at >= bindparam("hour_ago"), 1), else_=0)), 0
+        ),
+        func.count(_RECIPIENTS.c.id),
     )
-    .join(Outbox, Outbox.id == OutboxRecipient.outbox_id)
+    .join(_OUTBOX, _OUTBOX.c.id == _RECIPIENTS.c.outbox_id)
     .where(
-        OutboxRecipient.address == bindparam("address"),
-        Outbox.automatic.is_(True),
-        Outbox.created_at >= bindparam("day_ago"),
-        Outbox.state != OutboxState.CANCELLED,
+        _RECIPIENTS.c.address == bindparam("address"),
+        _OUTBOX.c.automatic.is_(True),
+        _OUTBOX.c.created_at >= bindparam("day_ago"),
+        _OUTBOX.c.state != OutboxState.CANCELLED,
     )
 )
 

@@ -37,16 +37,16 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Table, bindparam, select, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import UpdateBase
 
 from mailsupport.clock import Clock, as_utc
 from mailsupport.config import Config
 from mailsupport.core.verp import bounce_address
-from mailsupport.db.models import Outbox, OutboxRecipient, OutboxState, RecipientState
+from mailsupport.db.models import Outbox, OutboxRecipient, OutboxState, RecipientState, table_of
 from mailsupport.domain.settings import server_secret
 from mailsupport.outbound.failures import FailureReport
 from mailsupport.outbound.relay import Delivery, Relay, RelayUnavailableError, Reply, helo_name
@@ -313,8 +313,8 @@ def _set_durable(conn: Connection, *, durable: bool) -> None:
 
 # --- statements -------------------------------------------------------------------------------
 
-_OUTBOX = cast(Table, Outbox.__table__)
-_RECIPIENTS = cast(Table, OutboxRecipient.__table__)
+_OUTBOX = table_of(Outbox)
+_RECIPIENTS = table_of(OutboxRecipient)
 _PENDING = OutboxState.PENDING.value
 
 _DUE = (

@@ -13,10 +13,10 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Attachment as ParsedAttachment
-from mailsupport.db.models import Attachment, Blob
+from mailsupport.db.models import Attachment, Blob, table_of
 from mailsupport.db.upsert import insert_ignoring_conflict
 
-_INSERT_ATTACHMENT = insert(Attachment.__table__)  # type: ignore[arg-type]
+_INSERT_ATTACHMENT = insert(table_of(Attachment))
 
 
 def store_attachments(

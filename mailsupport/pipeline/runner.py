@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +30,7 @@ from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import Share, pending_ids
-from mailsupport.db.models import Inbound, InboundRaw, InboundState, Ticket
+from mailsupport.db.models import Inbound, InboundRaw, InboundState, Ticket, table_of
 from mailsupport.domain.actors import contact_actor
 from mailsupport.domain.tickets import record_event
 from mailsupport.errors import MessageParseError
@@ -90,19 +90,20 @@ class _Ready:
 
 # Just the columns processing needs, in one query: loading the mapped row and then its deferred
 # raw bytes took two round trips and about a tenth of the time spent on each message.
+_INBOUND, _INBOUND_RAW = table_of(Inbound), table_of(InboundRaw)
 _LOAD = (
     select(
-        Inbound.id,
-        InboundRaw.raw,
-        Inbound.envelope_from,
-        Inbound.envelope_to,
-        Inbound.received_at,
-        Inbound.queue,
+        _INBOUND.c.id,
+        _INBOUND_RAW.c.raw,
+        _INBOUND.c.envelope_from,
+        _INBOUND.c.envelope_to,
+        _INBOUND.c.received_at,
+        _INBOUND.c.queue,
     )
-    .join(InboundRaw, InboundRaw.inbound_id == Inbound.id)
+    .join(_INBOUND_RAW, _INBOUND_RAW.c.inbound_id == _INBOUND.c.id)
     .where(
-        Inbound.id.in_(bindparam("inbound_ids", expanding=True)),
-        Inbound.state == InboundState.PENDING,
+        _INBOUND.c.id.in_(bindparam("inbound_ids", expanding=True)),
+        _INBOUND.c.state == InboundState.PENDING,
     )
 )
 
@@ -126,14 +127,13 @@ def _load(factory: sessionmaker[Session], inbound_ids: Sequence[int]) -> list[_L
 
 
 _CLAIM = (
-    select(Inbound.id)
+    select(_INBOUND.c.id)
     .where(
-        Inbound.id.in_(bindparam("inbound_ids", expanding=True)),
-        Inbound.state == InboundState.PENDING,
+        _INBOUND.c.id.in_(bindparam("inbound_ids", expanding=True)),
+        _INBOUND.c.state == InboundState.PENDING,
     )
     .with_for_update(skip_locked=True)
 )
-_INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
 # The SET columns are the parameters given besides inbound_id.
 _FINISH = update(_INBOUND).where(_INBOUND.c.id == bindparam("inbound_id"))
 

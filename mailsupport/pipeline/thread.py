@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from mailsupport.config import Config
 from mailsupport.core.subject import find_ticket_number
 from mailsupport.core.threads import Decision, ThreadFacts, TicketRef, decide
-from mailsupport.db.models import Message, Outbox, Ticket, TicketStatus
+from mailsupport.db.models import Message, Outbox, Ticket, TicketStatus, table_of
 from mailsupport.domain.tickets import is_participant
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import People
@@ -24,20 +24,21 @@ from mailsupport.pipeline.identify import People
 MAX_REFERENCES = 50
 
 # Mail we sent to operators is not a message of the conversation, only an outbox row.
+_MESSAGES, _OUTBOX, _TICKETS = table_of(Message), table_of(Outbox), table_of(Ticket)
 _REFERENCED_ROWS = union_all(
-    select(Message.message_id, Message.ticket_id).where(
-        Message.message_id.in_(bindparam("ids", expanding=True))
+    select(_MESSAGES.c.message_id, _MESSAGES.c.ticket_id).where(
+        _MESSAGES.c.message_id.in_(bindparam("ids", expanding=True))
     ),
-    select(Outbox.message_id, Outbox.ticket_id).where(
-        Outbox.message_id.in_(bindparam("ids", expanding=True)), Outbox.ticket_id.is_not(None)
+    select(_OUTBOX.c.message_id, _OUTBOX.c.ticket_id).where(
+        _OUTBOX.c.message_id.in_(bindparam("ids", expanding=True)),
+        _OUTBOX.c.ticket_id.is_not(None),
     ),
 ).subquery()
-_REFERENCED = select(_REFERENCED_ROWS.c.message_id, Ticket.id, Ticket.number, Ticket.status).join(
-    Ticket, Ticket.id == _REFERENCED_ROWS.c.ticket_id
+_TICKET_REF = (_TICKETS.c.id, _TICKETS.c.number, _TICKETS.c.status)
+_REFERENCED = select(_REFERENCED_ROWS.c.message_id, *_TICKET_REF).join(
+    _TICKETS, _TICKETS.c.id == _REFERENCED_ROWS.c.ticket_id
 )
-_TAGGED = select(Ticket.id, Ticket.number, Ticket.status).where(
-    Ticket.number == bindparam("number")
-)
+_TAGGED = select(*_TICKET_REF).where(_TICKETS.c.number == bindparam("number"))
 
 
 def _ref(row: Any) -> TicketRef:
