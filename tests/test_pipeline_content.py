@@ -6,10 +6,10 @@ import base64
 import hashlib
 from email.message import EmailMessage
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mailsupport.app import App
-from mailsupport.db.models import Blob, Inbound
+from mailsupport.db.models import Attachment, Blob, Inbound
 
 from support import ingest, make_mail, ticket_json
 
@@ -56,6 +56,24 @@ def test_attachments_are_kept_under_generated_ids(app: App) -> None:
         stored = {b.sha256: b.data for b in session.execute(select(Blob)).scalars()}
     for data in contents:
         assert stored[hashlib.sha256(data).hexdigest()] == data
+
+
+def test_the_same_content_is_stored_once(app: App) -> None:
+    logo = bytes(range(256)) * 4
+    for number in (1, 2):
+        msg = EmailMessage()
+        msg["From"] = "ann@customer.test"
+        msg["To"] = "support@example.com"
+        msg["Subject"] = f"files {number}"
+        msg["Message-ID"] = f"<files{number}@customer.test>"
+        msg.set_content("see attached")
+        for name in ("logo.png", "logo-again.png"):
+            msg.add_attachment(logo, maintype="image", subtype="png", filename=name)
+        ingest(app, msg.as_bytes())
+    with app.factory() as session:
+        blobs = session.execute(select(func.count()).select_from(Blob)).scalar_one()
+        files = session.execute(select(func.count()).select_from(Attachment)).scalar_one()
+    assert (blobs, files) == (1, 4)
 
 
 def _legacy_mail(charset: str, name: str, subject: str, text: str) -> bytes:

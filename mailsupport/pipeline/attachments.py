@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Attachment as ParsedAttachment
 from mailsupport.db.models import Attachment, Blob, table_of
-from mailsupport.db.upsert import insert_ignoring_conflict
+from mailsupport.db.upsert import prepared_insert_ignoring_conflict
 
 _INSERT_ATTACHMENT = insert(table_of(Attachment))
+_BLOBS = table_of(Blob)
 
 
 def store_attachments(
@@ -26,7 +27,7 @@ def store_attachments(
     for position, item in enumerate(attachments):
         digest = hashlib.sha256(item.content).hexdigest()
         values = {"sha256": digest, "size": item.size, "data": item.content}
-        session.execute(insert_ignoring_conflict(session, Blob, values, ["sha256"]))
+        session.execute(prepared_insert_ignoring_conflict(session, _BLOBS, ("sha256",)), values)
         session.execute(
             _INSERT_ATTACHMENT,
             {
