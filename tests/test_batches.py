@@ -11,7 +11,15 @@ from mailsupport.app import App
 from mailsupport.core.message import ParsedMessage, Screening
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import RawMail, store_many
-from mailsupport.db.models import Event, Inbound, InboundState, Outbox, Ticket, TicketStatus
+from mailsupport.db.models import (
+    Contact,
+    Event,
+    Inbound,
+    InboundState,
+    Outbox,
+    Ticket,
+    TicketStatus,
+)
 from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.operators import add_operator, operator_emails
 from mailsupport.domain.tickets import change_status, get_ticket, participants
@@ -196,3 +204,27 @@ def test_a_message_that_cannot_be_screened_is_quarantined_with_the_reason(
     assert bob.state == InboundState.QUARANTINED
     assert bob.quarantine_reason is not None
     assert bob.quarantine_reason.startswith("RuntimeError: screening rules broke")
+
+
+def test_a_batch_looks_up_its_senders_with_one_query(app: App) -> None:
+    senders = [f"c{i}@customer.test" for i in range(4)]
+    for sender in senders:
+        ingest(app, make_mail(sender=sender, subject=f"first from {sender}"))
+    new = ["new@customer.test", "new@customer.test"]  # twice in one batch, unknown so far
+    _store(app, [make_mail(sender=s, subject=f"again from {s}") for s in [*senders, *new]])
+    lookups: list[str] = []
+
+    def watch(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("SELECT") and "FROM contacts" in statement:
+            lookups.append(statement)
+
+    event.listen(app.engine, "before_cursor_execute", watch)
+    try:
+        assert Pipeline(app.factory, app.config, app.clock).process_pending() == 6
+    finally:
+        event.remove(app.engine, "before_cursor_execute", watch)
+    # One for the batch, one when the new sender is first met; none for each message.
+    assert len(lookups) == 2
+    with app.factory() as session:
+        emails = session.execute(select(Contact.email).order_by(Contact.email)).scalars().all()
+    assert emails == [*senders, "new@customer.test"]

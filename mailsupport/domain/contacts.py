@@ -1,17 +1,36 @@
-"""Contacts: created from the addresses and display names mail arrives with."""
+"""Contacts: created from the addresses and display names mail arrives with.
+
+A contact found or created is kept in the session until its transaction ends (contacts are
+never deleted, and an address never changes): the pipeline applies a batch of messages in one
+transaction, and loads the contacts of all their senders with one query.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Address
+from mailsupport.db.memo import ends_with_transaction
 from mailsupport.db.models import Contact
 from mailsupport.db.upsert import insert_ignoring_conflict
 
 _BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+_BY_EMAILS = select(Contact).where(Contact.email.in_(bindparam("emails", expanding=True)))
+_KNOWN = "mailsupport.known_contacts"
+ends_with_transaction(_KNOWN)
+
+
+def load_contacts(session: Session, emails: Iterable[str]) -> None:
+    """Look up the contacts of these addresses in one query, for the lookups that follow."""
+    known = _known(session)
+    wanted = sorted({email.lower() for email in emails} - known.keys())
+    if wanted:
+        for contact in session.execute(_BY_EMAILS, {"emails": wanted}).scalars():
+            known[contact.email] = contact
 
 
 def get_or_create_contact(session: Session, address: Address, now: datetime) -> Contact:
@@ -21,17 +40,30 @@ def get_or_create_contact(session: Session, address: Address, now: datetime) -> 
     customer processed at once both end up with the one contact.
     """
     email = address.email.lower()
-    contact = session.execute(_BY_EMAIL, {"email": email}).scalar_one_or_none()
+    contact = find_contact(session, email)
     if contact is None:
         values = {"email": email, "name": address.name[:200], "created_at": now}
         insert = insert_ignoring_conflict(session, Contact, values, ["email"])
         contact = session.execute(insert.returning(Contact)).scalar_one_or_none()
         if contact is None:  # created meanwhile by a concurrent writer
             contact = session.execute(_BY_EMAIL, {"email": email}).scalar_one()
+        _known(session)[email] = contact
     elif address.name and not contact.name:
         contact.name = address.name[:200]
     return contact
 
 
 def find_contact(session: Session, email: str) -> Contact | None:
-    return session.execute(_BY_EMAIL, {"email": email.lower()}).scalar_one_or_none()
+    email = email.lower()
+    known = _known(session)
+    if email not in known:
+        contact = session.execute(_BY_EMAIL, {"email": email}).scalar_one_or_none()
+        if contact is None:
+            return None  # not kept: it may be created later in the transaction
+        known[email] = contact
+    return known[email]
+
+
+def _known(session: Session) -> dict[str, Contact]:
+    known: dict[str, Contact] = session.info.setdefault(_KNOWN, {})
+    return known

@@ -6,6 +6,7 @@ grants privileges: an address in a From header proves nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from mailsupport.config import Config
 from mailsupport.core.message import Address, ParsedMessage
 from mailsupport.db.models import Contact
-from mailsupport.domain.contacts import get_or_create_contact
+from mailsupport.domain.contacts import get_or_create_contact, load_contacts
 from mailsupport.domain.operators import operator_emails
 
 # Mail copied to hundreds of people is a newsletter or spam, not a conversation to join.
@@ -39,6 +40,12 @@ def sender_address(parsed: ParsedMessage) -> Address | None:
     if parsed.return_path and "@" in parsed.return_path:
         return Address(parsed.return_path)
     return None
+
+
+def load_senders(session: Session, messages: Iterable[ParsedMessage]) -> None:
+    """Look up the senders of a batch of messages at once: one query instead of one each."""
+    addresses = (sender_address(parsed) for parsed in messages)
+    load_contacts(session, (address.email for address in addresses if address is not None))
 
 
 def identify(session: Session, parsed: ParsedMessage, config: Config, now: datetime) -> People:

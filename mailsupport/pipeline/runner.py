@@ -38,7 +38,7 @@ from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.bounce import link_bounce
 from mailsupport.pipeline.context import Incoming
-from mailsupport.pipeline.identify import identify
+from mailsupport.pipeline.identify import identify, load_senders
 from mailsupport.pipeline.operator import Claim, prove_operator
 from mailsupport.pipeline.screen import screen_message, screening_marks
 from mailsupport.pipeline.staff_route import route_operator_mail
@@ -255,6 +255,7 @@ class Pipeline:
         applied: list[tuple[_Ready, Outcome]] = []
         with self.factory.begin() as session:
             claimed = _claim(session, [ready.loaded.inbound_id for ready in batch])
+            load_senders(session, [r.parsed for r in batch if r.loaded.inbound_id in claimed])
             finished: list[dict[str, Any]] = []
             for ready in batch:
                 if ready.loaded.inbound_id in claimed:
