@@ -9,16 +9,16 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from mailsupport.core.dedupe import DedupeKey, dedupe_key
 from mailsupport.db.models import Inbound, InboundRaw, InboundState, table_of
+from mailsupport.db.upsert import prepared_insert_ignoring_conflict
 
 _INBOUND = table_of(Inbound)
-_INSERT_RAW = insert(InboundRaw)
-_INSERTS: dict[str, Any] = {}
+_INSERT_RAW = insert(table_of(InboundRaw))
+_UNIQUE_KEY = ("dedupe_key",)
 _STORED_KEYS = select(_INBOUND.c.dedupe_key, _INBOUND.c.id).where(
     _INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True))
 )
@@ -47,25 +47,6 @@ class Stored:
     duplicate: bool
 
 
-def _insert_statement(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, dedupe_key, built once per backend.
-
-    Run with every new mail of a batch at once, it becomes one multi-row INSERT: the writer
-    holds the write lock for it, and each statement hands the interpreter lock back to the
-    SMTP loop and waits to get it again.
-    """
-    statement = _INSERTS.get(dialect)
-    if statement is None:
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        statement = (
-            insert(_INBOUND)
-            .on_conflict_do_nothing(index_elements=[_INBOUND.c.dedupe_key])
-            .returning(_INBOUND.c.id, _INBOUND.c.dedupe_key)
-        )
-        _INSERTS[dialect] = statement
-    return statement
-
-
 def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> list[Stored]:
     """Insert each mail unless an identical one is already stored. Does not commit.
 
@@ -82,8 +63,10 @@ def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> lis
             first.setdefault(key, mail)
     new_ids: dict[str, int] = {}
     if first:
+        # All new mail in one multi-row INSERT: the listener's writer holds the write lock for
+        # it, and each statement hands the interpreter lock back to the SMTP loop and waits.
         rows = [_inbound_row(mail, now) for mail in first.values()]
-        statement = _insert_statement(connection.dialect.name)
+        statement = prepared_insert_ignoring_conflict(session, _INBOUND, _UNIQUE_KEY, _UNIQUE_KEY)
         inserted = connection.execute(statement, rows).all()
         new_ids = {key: inbound_id for inbound_id, key in inserted}
         if len(new_ids) < len(first):  # stored meanwhile by another daemon

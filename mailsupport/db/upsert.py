@@ -12,7 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-_PREPARED: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_PREPARED: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Any] = {}
 
 
 def insert_ignoring_conflict(
@@ -24,22 +24,23 @@ def insert_ignoring_conflict(
 
 
 def prepared_insert_ignoring_conflict(
-    session: Session, table: Table, conflict_on: tuple[str, ...]
+    session: Session, table: Table, conflict_on: tuple[str, ...], also: tuple[str, ...] = ()
 ) -> Any:
-    """The same insert without values, built once per backend: execute it with the row.
+    """The same insert without values, built once per backend: execute it with the rows.
 
-    It returns the new row's primary key, and no row when the row was there already. For rows
-    inserted often, building the statement again each time cost more than running it.
+    It returns each new row's primary key (and the columns named in ``also``), and no row for
+    one that was there already. For rows inserted often, building the statement again each time
+    cost more than running it.
     """
     dialect = session.get_bind().dialect.name
-    key = (dialect, table.name, conflict_on)
+    key = (dialect, table.name, conflict_on, also)
     statement = _PREPARED.get(key)
     if statement is None:
         insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
         statement = (
             insert(table)
             .on_conflict_do_nothing(index_elements=list(conflict_on))
-            .returning(*table.primary_key.columns)
+            .returning(*table.primary_key.columns, *(table.c[name] for name in also))
         )
         _PREPARED[key] = statement
     return statement
