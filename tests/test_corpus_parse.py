@@ -134,6 +134,8 @@ def test_sisimai_bounces_are_never_taken_for_a_person(
     print(f"\nsisimai bsd+err: {len(screened)} files, {dict(sorted(kinds.items()))}")
     print(f"recognised as machine mail: {machine}/{len(screened)} ({machine / len(screened):.1%})")
     assert normal == sorted(NOT_BOUNCES)
+    # List mail opens tickets; the list manager's answers (fml's) must not.
+    assert [name for name, kind in screened.items() if kind is MailKind.LIST] == []
 
 
 def test_whole_corpus_is_fast(corpus_files: list[Path]) -> None:

@@ -44,6 +44,16 @@ def test_duplicates_within_a_batch_and_across_batches(app: App) -> None:
     }
 
 
+def test_an_envelope_sender_with_control_characters_does_not_stop_its_batch(app: App) -> None:
+    odd = RawMail(_mail(1).raw, "imap", envelope_from="a\x00b@evil.test\r\n")
+    with app.factory.begin() as session:
+        stored = store_many(session, [odd, _mail(2)], app.clock.now())
+    with read_session(app.factory) as session:
+        row = session.get_one(Inbound, stored[0].inbound_id)
+        assert row.envelope_from == "ab@evil.test"
+        assert session.scalar(select(func.count()).select_from(Inbound)) == 2
+
+
 def test_nothing_to_store(app: App) -> None:
     with app.factory.begin() as session:
         assert store_many(session, [], app.clock.now()) == []

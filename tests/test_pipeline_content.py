@@ -58,6 +58,36 @@ def test_attachments_are_kept_under_generated_ids(app: App) -> None:
         assert stored[hashlib.sha256(data).hexdigest()] == data
 
 
+def test_raw_8bit_filenames_are_kept_readable(app: App) -> None:
+    """UTF-8 or cp1251 bytes written straight into Content-Disposition, as some clients do."""
+    parts = [
+        (b"text/plain; charset=utf-8", "Счёт №5 от 12.03.txt".encode()),
+        (b"application/pdf", "Акт сверки.pdf".encode("cp1251")),
+        (b"application/pdf", "../../Größe\x07.pdf".encode()),
+    ]
+    raw = (
+        b"From: ivan@customer.test\r\nTo: support@example.com\r\nSubject: files\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="mix"\r\n\r\n'
+        b"--mix\r\nContent-Type: text/plain; charset=windows-1251\r\n\r\n"
+        + "Документы во вложении.".encode("cp1251")
+        + b"\r\n"
+        + b"".join(
+            b"--mix\r\nContent-Type: " + part_type + b"\r\n"
+            b'Content-Disposition: attachment; filename="' + name + b'"\r\n\r\ndata\r\n'
+            for part_type, name in parts
+        )
+        + b"--mix--\r\n"
+    )
+    outcome = ingest(app, raw)
+    message = ticket_json(app, outcome.ticket_number)["messages"][0]
+    assert message["text"].strip() == "Документы во вложении."
+    assert [a["filename"] for a in message["attachments"]] == [
+        "Счёт №5 от 12.03.txt",
+        "Акт сверки.pdf",
+        "Größe.pdf",
+    ]
+
+
 def test_the_same_content_is_stored_once(app: App) -> None:
     logo = bytes(range(256)) * 4
     for number in (1, 2):
@@ -100,6 +130,29 @@ def test_legacy_charsets_are_decoded(app: App) -> None:
         assert data["subject"] == "Принтер"
         assert data["messages"][0]["text"].strip() == text
         assert data["messages"][0]["from_name"] == "Иван Петров"
+
+
+def _eight_bit_mail(subject: str, body: bytes, content_type: str) -> bytes:
+    head = (
+        "From: ivan@customer.test\r\nTo: support@example.com\r\n"
+        f"Subject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    )
+    return head.encode("ascii") + body + b"\r\n"
+
+
+def test_misspelled_and_missing_charsets_are_decoded(app: App) -> None:
+    russian = "Здравствуйте! У нас не работает принтер на третьем этаже. Спасибо."
+    ukrainian = "Доброго дня! Принтер на третьому поверсі не друкує."
+    mails = [
+        ("koi8r", russian.encode("koi8_r"), "text/plain; charset=koi8r", russian),
+        ("koi8u", ukrainian.encode("koi8_u"), "text/plain; charset=KOI8U", ukrainian),
+        ("none", russian.encode("cp1251"), "text/plain", russian),
+    ]
+    for subject, body, content_type, text in mails:
+        outcome = ingest(app, _eight_bit_mail(subject, body, content_type))
+        stored = ticket_json(app, outcome.ticket_number)["messages"][0]["text"]
+        assert stored.strip() == text, subject
 
 
 def test_html_only_mail_gets_a_text_rendering(app: App) -> None:

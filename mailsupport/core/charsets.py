@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import encodings
 import functools
+import pkgutil
 import re
 from dataclasses import dataclass
+from encodings.aliases import aliases as python_aliases
 
-from charset_normalizer import from_bytes
+from charset_normalizer import CharsetMatch, from_bytes
 
 # Keys are charset labels with everything but letters and digits removed, so "Shift_JIS",
 # "shift-jis" and "SHIFT JIS" meet in one entry. Values favour the superset that the sending
@@ -76,6 +79,9 @@ _ALIASES: dict[str, str] = {
     "ansix341968": "ascii",
     "us": "ascii",
     "koi8": "koi8_r",
+    "dos866": "cp866",
+    "koi8ru": "koi8_u",  # KOI8-RU (Belarusian additions), unknown to Python; KOI8-U is closest
+    "unicode11utf8": "utf-8",
     "tis620": "cp874",
     "windows874": "cp874",
 }
@@ -111,13 +117,76 @@ _WINDOWS_CODEPAGE = re.compile(r"(?:x)?(?:windows|win|cp|ms)(12[0-9]{2})")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
+
+def _compact(label: str) -> str:
+    return _NOT_ALNUM.sub("", label.lower())
+
+
+def _python_codecs() -> dict[str, str]:
+    """Python's own codec names and aliases, compacted like the keys of ``_ALIASES``.
+
+    Python looks a label up with its separators, so "koi8r", "koi8u" and "iso88595" (as some
+    mailers write them) are unknown to it, while "koi8_r" and "iso8859-5" are found. Its
+    registry is the list of spellings kept up to date; only the separators are forgiven here.
+    """
+    names = [*python_aliases.items()]
+    names += [(module.name, module.name) for module in pkgutil.iter_modules(encodings.__path__)]
+    found: dict[str, str] = {}
+    for name, codec in names:
+        found.setdefault(_compact(name), codec)
+    return found
+
+
+_PYTHON_CODECS = _python_codecs()
+
+# Non-ASCII characters, besides the one bad sequence, that make raw header bytes UTF-8.
+_NEARLY_UTF8_GOOD = 4
+
 # Replacement characters allowed, as a share of the decoded text, before a declared charset is
 # judged wrong rather than the text merely damaged in a few places.
 _DAMAGE_RATIO = 0.02
 
-# Detection is unreliable on very short input (a name in a header): below this, a fixed
-# Western fallback beats a guess.
-_MIN_DETECT_BYTES = 24
+# Detection is unreliable on very short input (a word in a header): below this, a fixed
+# Western fallback beats a guess. From here on, a Russian or Polish name is read better by
+# detection than by cp1252, and no Western text tried came out worse.
+_MIN_DETECT_BYTES = 8
+
+# The charsets detection chooses from, the most used in mail first. Of all Python knows, a
+# short Russian text fits Mac Cyrillic, EBCDIC or Thai about as well as cp1251, and
+# charset-normalizer picked such readings: «дравствуйте! ” нас for "Здравствуйте! У нас".
+# Among readings it finds equally good, the one earlier here wins. UTF-8 is not listed: it is
+# always tried strictly before anything is detected.
+_DETECTED = (
+    "cp1252",
+    "cp1251",
+    "koi8_r",
+    "cp1250",
+    "iso8859_2",
+    "koi8_u",
+    "iso8859_15",
+    "iso8859_5",
+    "cp866",
+    "cp1253",
+    "iso8859_7",
+    "cp1254",
+    "iso8859_9",
+    "cp1257",
+    "iso8859_13",
+    "cp1255",
+    "iso8859_8",
+    "cp1256",
+    "cp874",
+    "cp932",
+    "euc_jp",
+    "gb18030",
+    "cp950",
+    "big5hkscs",
+    "cp949",
+)
+_COMMONNESS = {codec: rank for rank, codec in enumerate(_DETECTED)}
+# charset-normalizer's own margins for readings it cannot tell apart (CharsetMatch.__lt__).
+_SAME_CHAOS = 0.005
+_SAME_COHERENCE = 0.02
 
 # Bounded so that a header full of unterminated words costs linear time, not quadratic.
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.{0,4000}?)\?=", re.DOTALL)
@@ -144,13 +213,13 @@ def codec_for(charset: str | None) -> str | None:
     if match is None:
         return None
     label = match.group().lower()
-    compact = _NOT_ALNUM.sub("", label)
+    compact = _compact(label)
     if compact in _UNKNOWN:
         return None
     name = _ALIASES.get(compact)
     if name is None:
         windows = _WINDOWS_CODEPAGE.fullmatch(compact)
-        name = f"cp{windows.group(1)}" if windows else label
+        name = f"cp{windows.group(1)}" if windows else _PYTHON_CODECS.get(compact, label)
     return _usable_codec(name)
 
 
@@ -259,13 +328,35 @@ def _decode_damaged(data: bytes, codec: str, declared: str) -> Decoded:
 def _guess(data: bytes) -> Decoded:
     """Detect the charset of undeclared or misdeclared bytes; a Western code page at worst."""
     if len(data) >= _MIN_DETECT_BYTES:
-        best = from_bytes(data).best()
-        if best is not None:
-            return Decoded(str(best), best.encoding)
+        detected = _detect(data)
+        if detected is not None:
+            return detected
     text = _strict(data, "cp1252")
     if text is not None:
         return Decoded(text, "cp1252")
     return Decoded(data.decode("latin-1"), "latin-1")
+
+
+def _detect(data: bytes) -> Decoded | None:
+    """charset-normalizer's reading among ``_DETECTED``; of equally good ones, the commonest."""
+    matches = from_bytes(data, cp_isolation=list(_DETECTED))
+    best = matches.best()
+    if best is None:
+        return None
+    tied = [
+        match
+        for match in matches
+        if abs(match.chaos - best.chaos) < _SAME_CHAOS
+        and abs(match.coherence - best.coherence) <= _SAME_COHERENCE
+    ]
+    chosen = min(tied, key=_commonness)
+    # Every charset a match could be from decodes the bytes to the same text.
+    codec = min(chosen.could_be_from_charset, key=lambda c: _COMMONNESS.get(c, len(_DETECTED)))
+    return Decoded(str(chosen), codec)
+
+
+def _commonness(match: CharsetMatch) -> int:
+    return min(_COMMONNESS.get(codec, len(_DETECTED)) for codec in match.could_be_from_charset)
 
 
 def decode_raw_header(value: str, fallback: str | None = None) -> Decoded:
@@ -282,6 +373,9 @@ def decode_raw_header(value: str, fallback: str | None = None) -> Decoded:
     text = _strict(data, "utf-8")
     if text is not None:
         return Decoded(text, "utf-8")
+    text = _nearly_utf8(data)
+    if text is not None:
+        return Decoded(text, "utf-8", "raw 8-bit header is UTF-8 with one invalid sequence")
     codec = codec_for(fallback)
     if codec is not None:
         text = _strict(data, codec)
@@ -289,6 +383,18 @@ def decode_raw_header(value: str, fallback: str | None = None) -> Decoded:
             return Decoded(text, codec, f"raw 8-bit header decoded as {codec}")
     guess = _guess(data)
     return Decoded(guess.text, guess.codec, f"raw 8-bit header decoded as {guess.codec}")
+
+
+def _nearly_utf8(data: bytes) -> str | None:
+    """UTF-8 but for one bad sequence: a value cut short inside a character, as Yahoo does.
+
+    Text in a legacy charset breaks UTF-8 at nearly every non-ASCII byte, so one bad sequence
+    among several good characters is UTF-8 damaged, not another charset.
+    """
+    text = data.decode("utf-8", "replace")
+    damage = text.count("\ufffd")
+    good = sum(1 for character in text if ord(character) > 0x7F) - damage
+    return text if damage == 1 and good >= _NEARLY_UTF8_GOOD else None
 
 
 def _decode_iso2022_jp(data: bytes) -> Decoded | None:

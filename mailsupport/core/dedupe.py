@@ -11,10 +11,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from mailsupport.core.limits import CONTROL
+
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _UNFOLD = re.compile(rb"\r?\n[ \t]+")
 _LINE_END = re.compile(rb"\r\n|\r")
 _ID_RE = re.compile(rb"<([^<>\s]+)>")
+# An mbox file writes a body line "From ..." as ">From ..." (and ">From" as ">>From" in the
+# mboxrd variant), and Python's reader gives it back quoted. The key ignores that quoting, so
+# mail imported from an mbox is the same mail when it also arrives by SMTP.
+_MBOX_QUOTED = re.compile(rb"(?m)^>+(?=From )")
 
 
 @dataclass(frozen=True)
@@ -48,11 +54,18 @@ def _message_id(value: bytes | None) -> str:
     return token.decode("ascii", "replace")[:900]
 
 
+def _canonical_body(body: bytes) -> bytes:
+    body = _LINE_END.sub(b"\n", body)
+    if b">From " in body:
+        body = _MBOX_QUOTED.sub(b"", body)
+    return body.rstrip()
+
+
 def dedupe_key(raw: bytes) -> DedupeKey:
     block, body = _split(raw)
     headers = _header_values(block)
     message_id = _message_id(headers.get(b"message-id"))
-    body_hash = hashlib.sha256(_LINE_END.sub(b"\n", body).rstrip()).digest()
+    body_hash = hashlib.sha256(_canonical_body(body)).digest()
     digest = hashlib.sha256()
     if message_id:
         digest.update(b"mid\0" + message_id.encode() + b"\0")
@@ -60,4 +73,6 @@ def dedupe_key(raw: bytes) -> DedupeKey:
         for name in (b"from", b"date", b"subject", b"to"):
             digest.update(name + b"\0" + headers.get(name, b"") + b"\0")
     digest.update(body_hash)
-    return DedupeKey(digest.hexdigest(), message_id)
+    # Stored for display only, and PostgreSQL cannot store a NUL: a mail whose Message-ID held
+    # one could not be stored at all. The key still hashes the id as it came.
+    return DedupeKey(digest.hexdigest(), CONTROL.sub("", message_id))

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import quotequail  # type: ignore[import-untyped]
 
+from mailsupport.core.limits import address_problem
 from mailsupport.core.message import Address, ParsedMessage
 from mailsupport.core.parse import parse_message
 from mailsupport.core.subject import strip_prefixes
@@ -132,9 +133,10 @@ def find_forwarded(parsed: ParsedMessage, raw: bytes) -> Forwarded | None:
     """The message ``parsed`` forwards, attached or inline; None when it is not a forward.
 
     Also None when the forwarded header lines give no address (Exchange shows only a name
-    for senders in its own directory): a ticket needs a customer it can answer. ``raw`` is
-    not read: ``parsed`` already carries an attached original as bytes; the parameter keeps
-    the call the same as the pipeline's other steps that are handed the raw message.
+    for senders in its own directory), or one that cannot be a mailbox: a ticket needs a
+    customer it can answer. ``raw`` is not read: ``parsed`` already carries an attached
+    original as bytes; the parameter keeps the call the same as the pipeline's other steps
+    that are handed the raw message.
     """
     del raw
     return _attached(parsed) or _inline(parsed)
@@ -148,7 +150,7 @@ def _attached(parsed: ParsedMessage) -> Forwarded | None:
             inner = parse_message(attachment.content)
         except MessageParseError:
             continue
-        if inner.from_ is None:
+        if inner.from_ is None or address_problem(inner.from_.email):
             continue
         return Forwarded(
             sender=inner.from_,
@@ -170,7 +172,7 @@ def _inline(parsed: ParsedMessage) -> Forwarded | None:
     if not sender_line:
         sender_line, date_line, text = _yandex_sender(text, date_line)
     sender = parse_sender(sender_line)
-    if not sender.email:
+    if not sender.email or address_problem(sender.email):
         return None
     return Forwarded(
         sender=sender,

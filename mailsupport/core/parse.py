@@ -34,6 +34,7 @@ from mailparser.utils import get_addresses
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
 from mailsupport.core.htmltext import html_to_text
+from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.message import Address, Attachment, ParsedMessage
 from mailsupport.errors import MessageParseError
 
@@ -48,10 +49,13 @@ MAX_FILENAME = 200
 # The address headers mail-parser reads; raw 8-bit bytes there make it drop the mailbox.
 _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "delivered-to"})
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
+_NAMING_HEADERS = frozenset({"content-disposition", "content-type"})
 
 _BRACKETED_ID = re.compile(r"<([^<>]*)>")
 _BARE_ID = re.compile(r"[^\s<>,;()\"']+@[^\s<>,;()\"']+")
 _WHITESPACE = re.compile(r"\s+")
+# The control characters that str.split() does not take for white space.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 _TYPE_TOKEN = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _CHARSET_PARAMETER = re.compile(r"charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 _FILENAME_JUNK = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -85,6 +89,16 @@ class _VerbatimHeaders(Compat32):
 
 # Embedded messages are written back as they came: no refolding, no ">From " quoting.
 _FLATTEN_POLICY = _VerbatimHeaders(mangle_from_=False)
+
+
+class _RawValues(Compat32):
+    """Hands header values back as parsed, raw 8-bit bytes still surrogate escapes."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+_RAW_VALUES = _RawValues()
 
 
 @dataclass
@@ -121,13 +135,15 @@ def _parse(raw: bytes) -> ParsedMessage:
         raise MessageParseError("the message has neither headers nor a body")
     date, date_defects = _date(readings, _first(headers, "date"))
     from_ = _addresses(readings, "from")
+    dropped: list[str] = []
     return ParsedMessage(
         message_id=_message_id(_first(headers, "message-id")),
         subject=" ".join((_first(headers, "subject") or "").split()),
+        # Kept even when unusable: the pipeline refuses the mail rather than answer another.
         from_=from_[0] if from_ else None,
-        to=_addresses(readings, "to"),
-        cc=_addresses(readings, "cc"),
-        reply_to=_addresses(readings, "reply-to"),
+        to=_mailboxes(readings, "to", dropped),
+        cc=_mailboxes(readings, "cc", dropped),
+        reply_to=_mailboxes(readings, "reply-to", dropped),
         date=date,
         in_reply_to=message_ids(_every(headers, "in-reply-to")),
         references=message_ids(_every(headers, "references")),
@@ -137,7 +153,13 @@ def _parse(raw: bytes) -> ParsedMessage:
         headers=headers,
         return_path=_return_path(_first(headers, "return-path")),
         defects=_bounded(
-            [*collected.defects, *header_defects, *_address_defects(readings), *date_defects]
+            [
+                *collected.defects,
+                *header_defects,
+                *_address_defects(readings),
+                *dropped,
+                *date_defects,
+            ]
         ),
     )
 
@@ -437,13 +459,30 @@ def _flatten(message: Message) -> bytes:
 
 
 def _declared_filename(part: Message, collected: _Collected) -> str | None:
-    name = part.get_filename()
+    name = _with_raw_bytes(part).get_filename()
     if name is None:
         return None
-    decoded = decode_header(str(name), collected.charset)
+    # Raw 8-bit bytes are read as in a subject: UTF-8, else the part's charset or the body's,
+    # else detected on the name alone.
+    decoded = decode_header(str(name), _charset(part) or collected.charset)
     if decoded.defect:
         collected.defects.append(f"attachment filename: {decoded.defect}")
     return decoded.text
+
+
+def _with_raw_bytes(part: Message) -> Message:
+    """The part, or a copy of the headers naming it whose values keep their raw 8-bit bytes.
+
+    Some clients write a UTF-8 or cp1251 name straight into Content-Disposition, and the
+    email package's policy turns each such byte into U+FFFD before a parameter can be read.
+    """
+    naming = [(k, v) for k, v in part.raw_items() if k.strip().lower() in _NAMING_HEADERS]
+    if all(str(value).isascii() for _, value in naming):
+        return part
+    copy = Message(policy=_RAW_VALUES)
+    for name, value in naming:
+        copy[name] = value
+    return copy
 
 
 def safe_filename(name: str, content_type: str) -> str:
@@ -575,10 +614,26 @@ def _addresses(readings: _Readings, header: str) -> tuple[Address, ...]:
     return tuple(found.values())
 
 
+def _mailboxes(readings: _Readings, header: str, dropped: list[str]) -> tuple[Address, ...]:
+    """The header's addresses that can be someone's mailbox; each other one is a defect.
+
+    One junk address copied on a customer's mail must not cost the customer the mail.
+    """
+    kept: list[Address] = []
+    for address in _addresses(readings, header):
+        problem = address_problem(address.email)
+        if problem is None:
+            kept.append(address)
+        else:
+            dropped.append(f"{header}: {address.email!r:.80} left out: {problem}")
+    return tuple(kept)
+
+
 def _display_name(name: str, email_address: str) -> str:
     # mail-parser keeps quoted encoded words literal, but mailers quote them all the time.
     text = decode_encoded_words(name).text if "=?" in name else name
-    text = " ".join(text.split())
+    # An encoded NUL or escape is no part of a name, and PostgreSQL cannot store a NUL.
+    text = " ".join(_CONTROL.sub("", text).split())
     return "" if text.lower() == email_address else text
 
 
@@ -614,7 +669,7 @@ def _message_id(value: str | None) -> str:
     if not value:
         return ""
     ids = message_ids([value])
-    return ids[0] if ids else _WHITESPACE.sub("", value)
+    return ids[0] if ids else bounded_message_id(_WHITESPACE.sub("", value))
 
 
 def message_ids(values: Iterable[str]) -> tuple[str, ...]:
@@ -622,13 +677,14 @@ def message_ids(values: Iterable[str]) -> tuple[str, ...]:
 
     Bracketed ids are taken when a value has any (whitespace inside removed, as folding
     mailers insert it); otherwise anything shaped like local@domain, which covers commas,
-    missing brackets and surrounding garbage.
+    missing brackets and surrounding garbage. An id too long to store is bounded the way the
+    mail's own Message-ID is, so a reply still finds the message it refers to.
     """
     found: dict[str, None] = {}
     for value in values:
         bracketed = [_WHITESPACE.sub("", inner) for inner in _BRACKETED_ID.findall(value)]
         for message_id in [i for i in bracketed if i] or _BARE_ID.findall(value):
-            found.setdefault(message_id, None)
+            found.setdefault(bounded_message_id(message_id), None)
     return tuple(found)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from mailsupport.core.dedupe import DedupeKey, dedupe_key
+from mailsupport.core.limits import CONTROL
 from mailsupport.db.models import Inbound, InboundRaw, InboundState, table_of
 from mailsupport.db.upsert import prepared_insert_ignoring_conflict
 
@@ -84,12 +85,18 @@ def _stored_ids(connection: Connection, keys: Collection[str]) -> dict[str, int]
     return {key: inbound_id for key, inbound_id in rows}
 
 
+def _printable(address: str | None) -> str | None:
+    # Kept for display and bounce matching only; a NUL would make PostgreSQL refuse the row,
+    # and with it every mail of the batch.
+    return None if address is None else CONTROL.sub("", address)[:998]
+
+
 def _inbound_row(mail: RawMail, now: datetime) -> dict[str, Any]:
     return {
         "dedupe_key": mail.key.key,
         "message_id": mail.key.message_id,
         "channel": mail.channel,
-        "envelope_from": mail.envelope_from,
+        "envelope_from": _printable(mail.envelope_from),
         "envelope_to": list(mail.envelope_to),
         "received_at": now,
         "size": len(mail.raw),

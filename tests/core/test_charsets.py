@@ -55,6 +55,20 @@ FRENCH = "Bonjour, l’imprimante du 3ᵉ étage ne fonctionne pas — merci."
         ("iso-8859-1", "cp1252"),
         ("us-ascii", "ascii"),
         ("iso-8859-15", "iso8859-15"),
+        # Misspellings seen in Russian and Ukrainian mail: separators dropped or added.
+        ("koi8r", "koi8-r"),
+        ("KOI8R", "koi8-r"),
+        ("koi8u", "koi8-u"),
+        ("KOI8-RU", "koi8-u"),
+        ("cp-1251", "cp1251"),
+        ("win-1251", "cp1251"),
+        ("windows1251", "cp1251"),
+        ("iso88595", "iso8859-5"),
+        ("ISO8859-5", "iso8859-5"),
+        ("iso885915", "iso8859-15"),
+        ("UTF8", "utf-8"),
+        ("cp-866", "cp866"),
+        ("dos-866", "cp866"),
     ],
 )
 def test_declared_labels_map_to_python_codecs(label: str, codec: str) -> None:
@@ -111,6 +125,67 @@ def test_legacy_charsets_decode_to_the_original_text(label: str, text: str, enco
     decoded = decode_text(text.encode(encoding), label)
     assert decoded.text == text
     assert decoded.defect is None
+
+
+SHORT_RUSSIAN = "Привет, как дела?"
+UKRAINIAN = "Доброго дня! Принтер на третьому поверсі не друкує, будь ласка, допоможіть."
+
+
+@pytest.mark.parametrize(
+    ("label", "text", "encoding"),
+    [
+        ("koi8r", SHORT_RUSSIAN, "koi8_r"),
+        ("KOI8R", RUSSIAN, "koi8_r"),
+        ("koi8u", UKRAINIAN, "koi8_u"),
+        ("cp-1251", SHORT_RUSSIAN, "cp1251"),
+        ("win1251", UKRAINIAN, "cp1251"),
+        ("iso88595", RUSSIAN, "iso8859_5"),
+    ],
+)
+def test_misspelled_labels_decode_without_guessing(label: str, text: str, encoding: str) -> None:
+    decoded = decode_text(text.encode(encoding), label)
+    assert (decoded.text, decoded.defect) == (text, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        # charset-normalizer alone read this one as Mac Cyrillic: «дравствуйте! ” нас ...
+        ("Здравствуйте! У нас не работает принтер на третьем этаже. Спасибо.", "cp1251"),
+        ("Здравствуйте!\nУ нас не печатает принтер, помогите пожалуйста.", "cp1251"),
+        # ... and this one as Thai.
+        ("Здравствуйте! У нас сломался принтер.", "koi8_r"),
+        (RUSSIAN, "koi8_r"),
+        ("Дякую за відповідь, все працює.", "koi8_u"),
+        (UKRAINIAN, "koi8_u"),
+        ("Заявка на ремонт", "cp1251"),
+        ("Мария Иванова", "koi8_r"),
+    ],
+)
+def test_undeclared_cyrillic_is_detected(text: str, encoding: str) -> None:
+    decoded = decode_text(text.encode(encoding), None)
+    assert decoded.text == text
+    assert decoded.codec == encoding
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "„Test“",
+        "Brand™",
+        "±5°C",
+        "Größe ändern",
+        "Bitte um Rückruf wegen Störung",
+        "Réunion à déplacer",
+    ],
+)
+def test_undeclared_western_text_stays_western(text: str) -> None:
+    assert decode_text(text.encode("cp1252"), None).text == text
+
+
+def test_raw_8bit_cyrillic_header_without_any_charset_is_detected() -> None:
+    raw = "Иван Петров".encode("cp1251").decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw).text == "Иван Петров"
 
 
 def test_iso_2022_jp_with_windows_extensions_decodes() -> None:
@@ -219,6 +294,19 @@ def test_raw_8bit_header_uses_the_body_charset_next() -> None:
     decoded = decode_raw_header(raw, "windows-1251")
     assert decoded.text == "Счёт на оплату"
     assert decoded.defect is not None
+
+
+def test_raw_utf8_header_cut_inside_a_character_is_still_utf8() -> None:
+    raw = "Счёт на оплату".encode()[:-1].decode("ascii", "surrogateescape")
+    decoded = decode_raw_header(raw, "windows-1251")
+    assert decoded.text == "Счёт на оплат\ufffd"
+    assert decoded.defect == "raw 8-bit header is UTF-8 with one invalid sequence"
+
+
+def test_raw_legacy_header_with_valid_utf8_pairs_is_not_taken_for_utf8() -> None:
+    # "Ѕ" and "Ќ" in cp1251 are 0xBD and 0x8D: after "Р" (0xD0) each makes a valid UTF-8 pair.
+    raw = "РЅ РЌ Счёт".encode("cp1251").decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw, "windows-1251").text == "РЅ РЌ Счёт"
 
 
 def test_raw_iso_2022_jp_header_is_decoded() -> None:

@@ -27,3 +27,18 @@ def test_without_message_id_headers_count() -> None:
 def test_garbage_does_not_raise() -> None:
     for raw in (b"", b"\x00\xff", b"no headers at all", b"Message-ID:\n\n"):
         assert len(dedupe_key(raw).key) == 64
+
+
+def test_control_characters_are_kept_out_of_the_stored_message_id() -> None:
+    raw = MAIL.replace(b"<x1@b.test>", b"<x1\x00\x01@b.test>")
+    assert dedupe_key(raw).message_id == "x1@b.test"
+    assert dedupe_key(raw).key != dedupe_key(MAIL).key
+
+
+def test_mbox_quoting_of_from_lines_does_not_matter() -> None:
+    head = b"From: a@x.test\r\nMessage-ID: <q@x.test>\r\n\r\n"
+    sent = head + b"Hi,\r\nFrom now on it works.\r\n>From the log:\r\n"
+    from_mbox = head + b"Hi,\r\n>From now on it works.\r\n>>From the log:\r\n"
+    assert dedupe_key(sent).key == dedupe_key(from_mbox).key
+    other = head + b"Hi,\r\nFrom then on it works.\r\n>From the log:\r\n"
+    assert dedupe_key(sent).key != dedupe_key(other).key

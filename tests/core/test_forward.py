@@ -153,6 +153,16 @@ def test_forward_naming_no_address_is_refused() -> None:
     assert forwarded_inline(body) is None
 
 
+def test_forward_naming_an_impossible_address_is_refused() -> None:
+    # Opening a ticket for it would fail: no mailbox has a 321-character address.
+    body = (
+        "FYI\n\n________________________________\n"
+        f"From: Jane Customer <{'j' * 321}@customer.example>\n"
+        f"Sent: Monday, April 2, 2012 5:49 PM\nTo: Bob\nSubject: Printer jammed\n\n{BODY}\n"
+    )
+    assert forwarded_inline(body) is None
+
+
 @pytest.mark.parametrize(
     ("line", "address"),
     [

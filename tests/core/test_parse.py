@@ -309,6 +309,63 @@ def test_malicious_filenames_in_a_real_message() -> None:
     assert [a.filename for a in parsed.attachments] == [expected for _, expected in parts]
 
 
+def _raw_named(name: bytes, part_type: bytes, body_type: bytes = b"text/plain") -> bytes:
+    """A mail whose attachment is named with raw 8-bit bytes, as some clients write it."""
+    return (
+        b"From: a@example.com\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="mix"\n\n'
+        b"--mix\nContent-Type: " + body_type + b"\n\nSee the file.\n"
+        b"--mix\nContent-Type: " + part_type + b"\n"
+        b'Content-Disposition: attachment; filename="' + name + b'"\n\nxx\n--mix--\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "defect"),
+    [
+        # UTF-8 is read first, as in a raw subject: no defect, nothing was guessed.
+        (_raw_named("Счёт №5.pdf".encode(), b"text/plain; charset=utf-8"), "Счёт №5.pdf", None),
+        (_raw_named("Größe.pdf".encode(), b"application/pdf"), "Größe.pdf", None),
+        # Then the part's own charset, then the body's.
+        (
+            _raw_named("Счёт №5.txt".encode("cp1251"), b"text/plain; charset=windows-1251"),
+            "Счёт №5.txt",
+            "raw 8-bit header decoded as cp1251",
+        ),
+        (
+            _raw_named(
+                "Счёт 5.pdf".encode("koi8_r"), b"application/pdf", b"text/plain; charset=koi8-r"
+            ),
+            "Счёт 5.pdf",
+            "raw 8-bit header decoded as koi8-r",
+        ),
+        # Nothing declared anywhere: detected.
+        (
+            _raw_named("Договор поставки.pdf".encode("cp1251"), b"application/pdf"),
+            "Договор поставки.pdf",
+            "raw 8-bit header decoded as cp1251",
+        ),
+        # Cut inside its last character (Yahoo bounds the length in bytes), even beside cp1251.
+        (
+            _raw_named(
+                "Картинка с очень длинным именем".encode()[:-1],
+                b"image/png",
+                b"text/plain; charset=windows-1251",
+            ),
+            "Картинка с очень длинным имене\ufffd",
+            "raw 8-bit header is UTF-8 with one invalid sequence",
+        ),
+        # Still made harmless.
+        (_raw_named("../../отчёт\x01.pdf".encode(), b"application/pdf"), "отчёт.pdf", None),
+    ],
+)
+def test_raw_8bit_filenames_are_decoded(raw: bytes, expected: str, defect: str | None) -> None:
+    parsed = parse_message(raw)
+    assert [a.filename for a in parsed.attachments] == [expected]
+    found = [d for d in parsed.defects if d.startswith("attachment filename:")]
+    assert found == ([f"attachment filename: {defect}"] if defect else [])
+
+
 def test_attached_message_is_one_attachment_and_not_body_text() -> None:
     parsed = parse_message(
         mail(
@@ -356,6 +413,16 @@ def test_message_ids_from_malformed_references(
     values: list[str], expected: tuple[str, ...]
 ) -> None:
     assert message_ids(values) == expected
+
+
+def test_a_long_message_id_is_bounded_alike_wherever_it_appears() -> None:
+    long_id = "m" * 1200 + "@example.com"
+    own = parse_message(mail("From: a@example.com", f"Message-ID: <{long_id}>"))
+    reply = parse_message(
+        mail("From: b@example.com", f"In-Reply-To: <{long_id}>", f"References: <{long_id}>")
+    )
+    assert len(own.message_id) == 998
+    assert reply.in_reply_to == reply.references == (own.message_id,)
 
 
 def test_threading_headers_in_a_message() -> None:
@@ -424,6 +491,33 @@ def test_unusable_addresses_are_skipped_with_a_defect() -> None:
     assert parsed.to == (Address("ok@example.com"),)
     assert any(defect.startswith("from:") for defect in parsed.defects)
     assert parse_message(mail("Subject: no sender")).from_ is None
+
+
+def test_addresses_no_mailbox_can_have_are_left_out_with_a_defect() -> None:
+    local, domain = "l" * 320, "d" * 252 + ".test"
+    parsed = parse_message(
+        mail(
+            f"From: Junk <{local}@example.com>",
+            f"To: support@example.com, {'x' * 400}@example.com",
+            f"Cc: {local}@example.com, Ann <ann@example.com>, bob@{domain}",
+            f"Reply-To: {local}@example.com",
+        )
+    )
+    assert parsed.to == (Address("support@example.com"),)
+    assert parsed.cc == (Address("ann@example.com", "Ann"),)
+    assert parsed.reply_to == ()
+    # The sender is kept as written: the pipeline refuses the mail rather than answer another.
+    assert parsed.from_ == Address(f"{local}@example.com", "Junk")
+    dropped = [d for d in parsed.defects if " left out: " in d]
+    assert [d.split(":")[0] for d in dropped] == ["to", "cc", "cc", "reply-to"]
+    assert dropped[0].endswith("it is longer than 320 octets")
+    assert dropped[1].endswith("it is longer than 320 octets")
+    assert dropped[2].endswith("its domain is longer than 255 octets")
+
+
+def test_control_characters_never_reach_a_display_name() -> None:
+    parsed = parse_message(mail("From: =?utf-8?q?Ann=00_=07Smith?= <ann@example.com>"))
+    assert parsed.from_ == Address("ann@example.com", "Ann Smith")
 
 
 def test_headers_are_decoded_in_order() -> None:

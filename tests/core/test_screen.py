@@ -316,3 +316,18 @@ def test_real_mail(corpus_dir: Path, path: str, kind: MailKind) -> None:
     assert result.kind is kind, result.reasons
     if kind is not MailKind.NORMAL:
         assert result.no_auto_reply
+
+
+def test_the_fml_list_managers_own_answers_are_automatic_replies() -> None:
+    manager = (
+        "From: neko-admin@example.org",
+        "Return-Path: <neko-admin@example.org>",
+        "Subject: You carol@customer.test are not member (neko-nyaan ML)",
+        "X-MLServer: fml [fml 4.0.3 release (20011202/4.0.3)]",
+        "List-Subscribe: <mailto:neko-nyaan-ctl@example.org?body=subscribe>",
+    )
+    answer = check(*manager)
+    assert answer.kind is MailKind.AUTO_REPLY
+    assert "reply from the fml list manager" in answer.reasons
+    post = check(*manager[:2], "Subject: meeting", manager[3], "X-Mail-Count: 01234")
+    assert post.kind is MailKind.LIST  # a post to the list: it has its article number
