@@ -10,9 +10,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
-from mailsupport.db.engine import is_sqlite, make_engine, make_sessionmaker
-from mailsupport.db.migrate import current_revision, head_revision, upgrade
-from mailsupport.errors import ConfigError, StorageError
+from mailsupport.db.engine import (
+    driver_message,
+    is_sqlite,
+    make_engine,
+    make_sessionmaker,
+    shown_url,
+)
+from mailsupport.db.migrate import check_known, current_revision, head_revision, upgrade
+from mailsupport.errors import ConfigError, StorageError, first_line
 
 
 @dataclass
@@ -40,31 +46,59 @@ def open_app(
     embedded default should just work); PostgreSQL is shared by several daemons, so its schema
     only changes through ``mailsupport db upgrade``.
     """
-    try:
-        engine = make_engine(
-            config.database.url,
-            busy_timeout=config.database.busy_timeout,
-            flush_each_commit=flush_each_commit,
-            auto_checkpoint=auto_checkpoint,
-        )
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise ConfigError(f"Invalid config: database.url cannot be used: {exc}.") from exc
+    engine = database_engine(
+        config, flush_each_commit=flush_each_commit, auto_checkpoint=auto_checkpoint
+    )
     app = App(config, engine, make_sessionmaker(engine), clock or SystemClock())
     try:
         _check_schema(app, migrate=migrate)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise StorageError(f"Cannot open the database {engine.url!r}: {exc}") from exc
+        raise cannot_open(config, exc) from exc
     except Exception:
         engine.dispose()
         raise
     return app
 
 
+def database_engine(
+    config: Config, *, flush_each_commit: bool = True, auto_checkpoint: bool = True
+) -> Engine:
+    """An engine for ``database.url`` (not connected yet)."""
+    try:
+        return make_engine(
+            config.database.url,
+            busy_timeout=config.database.busy_timeout,
+            flush_each_commit=flush_each_commit,
+            auto_checkpoint=auto_checkpoint,
+        )
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        # A missing driver explains itself over several lines; the first says which.
+        first = first_line(exc) or type(exc).__name__
+        raise ConfigError(f"Invalid config: database.url cannot be used: {first}.") from exc
+
+
+def cannot_open(config: Config, exc: SQLAlchemyError) -> StorageError:
+    """One sentence naming the key to check, never the password, and what the driver said."""
+    return StorageError(
+        f"Cannot open the database {shown_url(config.database.url)} (database.url): "
+        f"{driver_message(exc)}"
+    )
+
+
+def connect_once(config: Config, engine: Engine) -> None:
+    """Connect before any work, so that an unreachable database is told as such."""
+    try:
+        engine.connect().close()
+    except SQLAlchemyError as exc:
+        raise cannot_open(config, exc) from exc
+
+
 def _check_schema(app: App, *, migrate: bool) -> None:
     current = current_revision(app.engine)
     if current == head_revision():
         return
+    check_known(current)
     if migrate and (is_sqlite(app.engine) or current is None):
         upgrade(app.engine)
         return

@@ -6,6 +6,7 @@ a line sees exactly which one.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -160,6 +161,12 @@ class ImapAccount:
         return read_secret(self.password, self.password_file, f"imap {self.name} password_file")
 
 
+def _without_extension(address: str) -> str | None:
+    """``local+extension@domain`` as ``local@domain``, lower-cased; None without an "@"."""
+    local, at, domain = address.strip().strip("<>").lower().rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}" if at else None
+
+
 @dataclass(frozen=True)
 class Config:
     support: SupportConfig = field(default_factory=SupportConfig)
@@ -186,11 +193,19 @@ class Config:
         Bounces come back to ``support+bounce-...@`` and replies may go to signed
         ``support+1042-...@`` addresses, so every subaddress of ours is ours.
         """
-        local, at, domain = address.strip().strip("<>").lower().rpartition("@")
-        if not at:
-            return None
-        base = f"{local.split('+', 1)[0]}@{domain}"
+        base = _without_extension(address)
         return base if base in self.support_addresses else None
+
+    def own_address_key(self, address: str) -> str | None:
+        """The config key that makes ``address`` (any ``+extension`` aside) one that mail is
+        taken in at, IMAP accounts included; None when it is nobody's here."""
+        keys = {queue: f"queues.{queue}" for queue in self.queues}
+        keys.update((a.address, f"imap[{i}].address") for i, a in enumerate(self.imap) if a.address)
+        if self.support.comment_address:
+            keys[self.support.comment_address] = "support.comment_address"
+        keys[self.support.address] = "support.address"
+        base = _without_extension(address)
+        return keys.get(base) if base is not None else None
 
     def queue_for(self, address: str) -> str | None:
         """The queue an address routes to, or None when it is not one of ours."""
@@ -279,8 +294,13 @@ def _non_negative_int(value: Any) -> int:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    # TOML and float() both read nan and inf; nan passes every comparison a range check makes.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if not _is_number(value) or value <= 0:
         raise ValueError("must be a positive number")
     return float(value)
 
@@ -292,7 +312,7 @@ def _optional_string(value: Any) -> str:
 
 
 def _non_negative_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not _is_number(value) or value < 0:
         raise ValueError("must be a number, 0 or more")
     return float(value)
 
@@ -436,24 +456,51 @@ _IMAP_FIELDS: dict[str, Validator] = {
 }
 _IMAP_REQUIRED = ("name", "host", "username")
 
+_ENV_TRUE = frozenset({"true", "yes", "on", "1"})
+_ENV_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _env_boolean(text: str) -> bool:
+    # Only the usual spellings: read as false, a typo would silently turn a feature off.
+    word = text.strip().lower()
+    if word not in _ENV_TRUE | _ENV_FALSE:
+        raise ValueError("must be true or false (or yes/no, on/off, 1/0)")
+    return word in _ENV_TRUE
+
+
+def _env_number(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_number(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError:
+            return text  # not a number: the validator refuses it, saying what it must be
+
+    return parse_number
+
+
 _ENV_PARSERS: dict[Validator, Callable[[str], Any]] = {
-    _port: int,
-    _positive_int: int,
-    _non_negative_int: int,
-    _positive_float: float,
-    _non_negative_float: float,
+    _port: _env_number(int),
+    _positive_int: _env_number(int),
+    _non_negative_int: _env_number(int),
+    _positive_float: _env_number(float),
+    _non_negative_float: _env_number(float),
     _statuses: lambda text: [v.strip() for v in text.split(",") if v.strip()],
-    _boolean: lambda text: text.strip().lower() in ("1", "true", "yes", "on"),
+    _boolean: _env_boolean,
 }
 
 
-def _env_value(section: str, key: str, validator: Validator, env: Mapping[str, str]) -> Any:
-    name = f"{_ENV_PREFIX}{section.upper()}_{key.upper()}"
-    text = env[name]
+def _env_name(section: str, key: str) -> str:
+    return f"{_ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def _env_value(section: str, key: str, validator: Validator, text: str) -> Any:
+    """The value of an environment override, or one sentence naming the variable and the key."""
     try:
-        return _ENV_PARSERS.get(validator, str)(text)
+        return validator(_ENV_PARSERS.get(validator, str)(text))
     except ValueError as exc:
-        raise ConfigError(f"Invalid environment variable {name}: not a valid value.") from exc
+        raise ConfigError(
+            f"Invalid environment variable {_env_name(section, key)} ({section}.{key}): {exc}."
+        ) from exc
 
 
 def _build_section(section: str, raw: Any, env: Mapping[str, str]) -> Any:
@@ -465,16 +512,13 @@ def _build_section(section: str, raw: Any, env: Mapping[str, str]) -> Any:
             raise ConfigError(f"Unknown config key {section}.{key}.")
     values: dict[str, Any] = {}
     for key, validator in fields.items():
-        if f"{_ENV_PREFIX}{section.upper()}_{key.upper()}" in env:
-            candidate = _env_value(section, key, validator, env)
+        if _env_name(section, key) in env:
+            values[key] = _env_value(section, key, validator, env[_env_name(section, key)])
         elif key in raw:
-            candidate = raw[key]
-        else:
-            continue
-        try:
-            values[key] = validator(candidate)
-        except ValueError as exc:
-            raise ConfigError(f"Invalid config: {section}.{key} {exc}.") from exc
+            try:
+                values[key] = validator(raw[key])
+            except ValueError as exc:
+                raise ConfigError(f"Invalid config: {section}.{key} {exc}.") from exc
     return cls(**values)
 
 

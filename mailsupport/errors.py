@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def first_line(error: object) -> str:
+    """The first non-blank line of an error's text, "" when it has none.
+
+    Drivers and libraries explain themselves over many lines (SQL, parameters, links); one line
+    is what a log summary, a quarantine reason or a CLI message has room for.
+    """
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+
+
 class MailsupportError(Exception):
     """Base of every error this package raises on purpose."""
 

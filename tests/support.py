@@ -92,3 +92,13 @@ def ticket_json(app: Any, number: int) -> dict[str, Any]:
 def inbound(ticket: dict[str, Any]) -> list[dict[str, Any]]:
     """The customer-side messages of a ticket (`tickets show --json`), ours left out."""
     return [m for m in ticket["messages"] if m["direction"] == "in"]
+
+
+def set_schema_revision(sqlite_url: str, *revisions: str) -> None:
+    """Leave the database as another version of mailsupport would (one row per Alembic head)."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as db, db:
+        db.execute("DELETE FROM alembic_version")
+        db.executemany("INSERT INTO alembic_version VALUES (?)", [(r,) for r in revisions])

@@ -206,6 +206,45 @@ def test_a_message_that_cannot_be_screened_is_quarantined_with_the_reason(
     assert bob.quarantine_reason.startswith("RuntimeError: screening rules broke")
 
 
+_REFUSING_TRIGGER = {
+    "sqlite": [
+        """CREATE TRIGGER refuse_message BEFORE INSERT ON messages
+           WHEN NEW.subject = 'Refused'
+           BEGIN SELECT RAISE(ABORT, 'refused by a trigger\nsecond line'); END""",
+    ],
+    "postgresql": [
+        """CREATE FUNCTION refuse_message() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF NEW.subject = 'Refused' THEN
+               RAISE EXCEPTION E'refused by a trigger\nsecond line' USING DETAIL = 'details';
+             END IF;
+             RETURN NEW;
+           END $$""",
+        """CREATE TRIGGER refuse_message BEFORE INSERT ON messages
+           FOR EACH ROW EXECUTE FUNCTION refuse_message()""",
+    ],
+}
+
+
+def test_a_database_error_is_one_short_line_in_the_quarantine_and_whole_in_the_log(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    with app.engine.begin() as connection:
+        for statement in _REFUSING_TRIGGER[app.engine.dialect.name]:
+            connection.exec_driver_sql(statement)
+    outcome = ingest(app, make_mail(subject="Refused"))
+    assert outcome.state is InboundState.QUARANTINED
+    with app.factory() as session:
+        reason = session.get_one(Inbound, outcome.inbound_id).quarantine_reason
+    assert reason is not None
+    assert reason.splitlines() == [reason]
+    assert reason.split(":")[0] in {"IntegrityError", "ProgrammingError (RaiseException)"}
+    assert "refused by a trigger" in reason
+    assert "second line" not in reason and "INSERT" not in reason
+    assert len(reason) < 150, reason
+    assert "INSERT INTO messages" in caplog.text and "second line" in caplog.text
+
+
 def test_a_batch_looks_up_its_senders_with_one_query(app: App) -> None:
     senders = [f"c{i}@customer.test" for i in range(4)]
     for sender in senders:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 
 from mailsupport.app import App
 
-from support import ingest, make_mail, run_cli, show_ticket
+from _fixtures import PG_ENV, config_data, write_config
+from support import ingest, make_mail, run_cli, set_schema_revision, show_ticket, wait_for
 
 
 @pytest.fixture
@@ -153,6 +161,14 @@ def test_quarantine_list_show_replay(app: App, config_file: str) -> None:
     assert "quarantined" in again.stdout
 
 
+def test_quarantine_list_marks_a_message_without_message_id(app: App, config_file: str) -> None:
+    outcome = ingest(app, b"To: support@example.com\r\nSubject: anonymous\r\n\r\nhi\r\n")
+    assert outcome.state == "quarantined"
+    listed = run_cli(config_file, "quarantine", "list").stdout
+    assert f"{outcome.inbound_id:<8} " in listed and "  -  unusable:" in listed, listed
+    assert "<>" not in listed
+
+
 def test_replay_processes_a_quarantined_message(app: App, config_file: str) -> None:
     from mailsupport.db.inbox import RawMail, store_one
     from mailsupport.db.models import Inbound, InboundState
@@ -167,3 +183,215 @@ def test_replay_processes_a_quarantined_message(app: App, config_file: str) -> N
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"{stored.inbound_id}: processed: ticket #1")
     assert json.loads(run_cli(config_file, "quarantine", "list", "--json").stdout) == []
+
+
+UNKNOWN_REVISION = (
+    "The database is at schema revision 0099, which this version of mailsupport does not know: "
+    "upgrade mailsupport."
+)
+
+
+@pytest.mark.parametrize("args", [["tickets", "list"], ["db", "upgrade"], ["operators", "list"]])
+def test_a_schema_newer_than_the_code_is_one_line(
+    tmp_path: Path, sqlite_url: str, args: list[str]
+) -> None:
+    config_file = str(write_config(tmp_path / "c.toml", config_data(sqlite_url)))
+    assert run_cli(config_file, "db", "upgrade").exit_code == 0
+    set_schema_revision(sqlite_url, "0099")
+    result = run_cli(config_file, *args)
+    assert (result.exit_code, result.output.strip()) == (1, UNKNOWN_REVISION)
+
+
+def test_db_status_tells_a_schema_newer_than_the_code(tmp_path: Path, sqlite_url: str) -> None:
+    config_file = str(write_config(tmp_path / "c.toml", config_data(sqlite_url)))
+    assert run_cli(config_file, "db", "upgrade").exit_code == 0
+    set_schema_revision(sqlite_url, "0099")
+    result = run_cli(config_file, "db", "status")
+    assert "upgrade mailsupport" in result.output
+    assert "needs `mailsupport db upgrade`" not in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unreachable_databases() -> list[tuple[str, str]]:
+    """(database.url, what the driver says) for databases that cannot be opened."""
+    cases = [
+        (
+            f"postgresql+psycopg://mailsupport:s3cret@127.0.0.1:{_free_port()}/mailsupport",
+            "Connection refused",
+        ),
+        ("sqlite:////nonexistent-directory/mailsupport.db", "unable to open database file"),
+    ]
+    server = os.environ.get(PG_ENV)
+    if server:
+        missing = make_url(server).set(database="ms_no_such_database", password="s3cret")
+        cases.append((missing.render_as_string(hide_password=False), "does not exist"))
+    return cases
+
+
+@pytest.mark.parametrize(
+    "args", [["tickets", "list"], ["db", "status"], ["db", "upgrade"], ["outbox", "list"]]
+)
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    for url, cause in _unreachable_databases():
+        config_file = str(write_config(tmp_path / "c.toml", config_data(url)))
+        result = run_cli(config_file, *args)
+        shown = make_url(url).render_as_string(hide_password=True)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Cannot open the database {shown} (database.url): ")
+        assert cause in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert "s3cret" not in result.output
+
+
+# The daemon's log as it starts and stops, warnings included (the scheduler may report a run
+# it skipped); anything else ``serve`` prints, an error record or a traceback, is counted.
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) ")
+
+
+def _serve_until_it_gives_up(config_file: str) -> tuple[int, str]:
+    """Run ``serve`` in a session of its own; its exit status and standard error.
+
+    Its pipeline workers are in its process group: none may outlive it.
+    """
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailsupport", "-c", config_file, "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - started < 20, "serve took too long to give up"
+    # multiprocessing's resource tracker ends on its own once its parent is gone.
+    wait_for(lambda: not _running_in_group(process.pid), timeout=10)
+    return process.returncode, stderr
+
+
+def _not_logged(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if not _LOG_RECORD.match(line)]
+
+
+def _running_in_group(pgid: int) -> list[str]:
+    """The processes of a process group that still run (exited ones wait for init to reap)."""
+    running = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            running.append(stat.parent.name)
+    return running
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path, sqlite_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = config_data(sqlite_url, smtp={"host": "127.0.0.1", "port": port})
+        code, stderr = _serve_until_it_gives_up(str(write_config(tmp_path / "c.toml", data)))
+    assert code == 1
+    assert _not_logged(stderr) == [
+        f"Cannot listen on 127.0.0.1:{port} (smtp.host/smtp.port): address already in use"
+    ]
+
+
+def test_serve_on_a_host_that_does_not_resolve_is_one_line(tmp_path: Path, sqlite_url: str) -> None:
+    data = config_data(sqlite_url, smtp={"host": "no-such-host.invalid", "port": 2525})
+    code, stderr = _serve_until_it_gives_up(str(write_config(tmp_path / "c.toml", data)))
+    lines = _not_logged(stderr)
+    assert code == 1
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("Cannot listen on no-such-host.invalid:2525 (smtp.host): "), stderr
+
+
+def test_serve_on_a_schema_newer_than_the_code_is_one_line(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    config_file = str(write_config(tmp_path / "c.toml", config_data(sqlite_url)))
+    assert run_cli(config_file, "db", "upgrade").exit_code == 0
+    set_schema_revision(sqlite_url, "0099")
+    code, stderr = _serve_until_it_gives_up(config_file)
+    assert (code, _not_logged(stderr)) == (1, [UNKNOWN_REVISION])
+
+
+def test_serve_on_an_unreachable_database_is_one_line_without_the_password(
+    tmp_path: Path,
+) -> None:
+    url = f"postgresql+psycopg://mailsupport:s3cret@127.0.0.1:{_free_port()}/mailsupport"
+    code, stderr = _serve_until_it_gives_up(str(write_config(tmp_path / "c.toml", config_data(url))))
+    lines = _not_logged(stderr)
+    assert code == 1
+    assert len(lines) == 1 and "(database.url)" in lines[0], stderr
+    assert "s3cret" not in stderr
+
+
+# Past the signed 64-bit integers that SQLite and PostgreSQL store ids and ticket numbers in.
+_TOO_BIG = [str(2**63), "99999999999999999999"]
+
+
+@pytest.mark.parametrize("number", _TOO_BIG)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tickets", "show", "{}"], "No such ticket: {}"),
+        (["tickets", "assign", "{}", "alice"], "No such ticket: {}"),
+        (["tickets", "status", "{}", "open"], "No such ticket: {}"),
+        (["tickets", "priority", "{}", "high"], "No such ticket: {}"),
+        (["quarantine", "show", "{}"], "No such stored message: {}"),
+        (["quarantine", "replay", "{}"], "No such stored message: {}"),
+        (["outbox", "show", "{}"], "No such outbound mail: {}"),
+        (["outbox", "retry", "{}"], "No such outbound mail: {}"),
+    ],
+)
+def test_a_number_out_of_range_is_not_found(
+    with_ticket: str, args: list[str], message: str, number: str
+) -> None:
+    result = run_cli(with_ticket, *(arg.format(number) for arg in args))
+    assert (result.exit_code, result.output.strip()) == (1, message.format(number))
+
+
+@pytest.fixture
+def with_own_addresses(tmp_path: Path, sqlite_url: str) -> str:
+    """Every kind of address mailsupport receives mail at, configured."""
+    data = config_data(sqlite_url, support={"comment_address": "support-comment@example.com"})
+    data["imap"] = {"name": "gmail", "host": "imap.gmail.test", "username": "acme.help@gmail.test"}
+    path = write_config(tmp_path / "c.toml", data)
+    # write_config knows tables only; [[imap]] is an array of tables.
+    path.write_text(path.read_text().replace("[imap]", "[[imap]]"))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("support@example.com", "support.address"),
+        ("Support+alice@Example.com", "support.address"),
+        ("sales@example.com", "queues.sales@example.com"),
+        ("support-comment@example.com", "support.comment_address"),
+        ("acme.help@gmail.test", "imap[0].address"),
+    ],
+)
+def test_an_operator_cannot_have_one_of_our_addresses(
+    with_own_addresses: str, address: str, key: str
+) -> None:
+    expected = (
+        f"{address.lower()} is an address of mailsupport's own ({key}): "
+        "mail to the operator would come back to it"
+    )
+    added = run_cli(with_own_addresses, "operators", "add", address, "--name", "X")
+    assert (added.exit_code, added.output.strip()) == (1, expected)
+    alice = run_cli(with_own_addresses, "operators", "add", "alice@example.com", "--name", "A")
+    assert alice.exit_code == 0, alice.output
+    also = run_cli(with_own_addresses, "operators", "address", "add", "alice", address)
+    assert (also.exit_code, also.output.strip()) == (1, expected)
+    listed = json.loads(run_cli(with_own_addresses, "operators", "list", "--json").stdout)
+    assert [(o["email"], o["addresses"]) for o in listed] == [("alice@example.com", [])]

@@ -62,6 +62,49 @@ def test_environment_overrides_secrets() -> None:
         build_config({}, env={"MAILSUPPORT_SMTP_PORT": "many"})
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        *[("true", True), (" Yes ", True), ("ON", True), ("1", True)],
+        *[("false", False), ("No", False), ("off", False), ("0", False)],
+    ],
+)
+def test_environment_booleans_take_the_usual_spellings(text: str, value: bool) -> None:
+    assert build_config({}, env={"MAILSUPPORT_SMTP_ENABLED": text}).smtp.enabled is value
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        ("MAILSUPPORT_SMTP_ENABLED", "ture", "(smtp.enabled): must be true or false"),
+        ("MAILSUPPORT_SMTP_LMTP", "", "(smtp.lmtp): must be true or false"),
+        ("MAILSUPPORT_SMTP_LMTP", "2", "(smtp.lmtp): must be true or false"),
+        ("MAILSUPPORT_SMTP_PORT", "25.0", "(smtp.port): must be an integer from 0 to 65535."),
+        ("MAILSUPPORT_SMTP_PORT", "70000", "(smtp.port): must be an integer from 0 to 65535."),
+        ("MAILSUPPORT_PIPELINE_WORKERS", "two", "(pipeline.workers): must be an integer, 0 or"),
+        ("MAILSUPPORT_DATABASE_BUSY_TIMEOUT", "nan", "(database.busy_timeout): must be a positive"),
+        ("MAILSUPPORT_OUTBOUND_SEND_INTERVAL", "inf", "(outbound.send_interval): must be"),
+        ("MAILSUPPORT_NOTIFICATIONS_COMBINE_SECONDS", "-nan", "(notifications.combine_seconds)"),
+        ("MAILSUPPORT_NOTIFICATIONS_STATUSES", "open,done", "(notifications.statuses): must be"),
+    ],
+)
+def test_bad_environment_value_names_the_variable_and_the_key(
+    variable: str, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({}, env={variable: text})
+    assert str(info.value).startswith(f"Invalid environment variable {variable} ")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf")])
+def test_a_number_that_is_not_finite_is_refused(number: float) -> None:
+    with pytest.raises(ConfigError, match=r"database\.busy_timeout must be a positive number"):
+        build_config({"database": {"busy_timeout": number}}, env={})
+    with pytest.raises(ConfigError, match=r"notifications\.combine_seconds must be a number"):
+        build_config({"notifications": {"combine_seconds": number}}, env={})
+
 def test_queues_route_addresses() -> None:
     config = build_config({"queues": {"Sales@Example.com": "sales"}}, env={})
     assert config.queue_for("sales@example.com") == "sales"

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-import click
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import click
+from sqlalchemy import Engine
+
+from mailsupport.app import connect_once, database_engine
 from mailsupport.cli.context import CliContext, pass_context
-from mailsupport.db.engine import make_engine
-from mailsupport.db.migrate import current_revision, head_revision, upgrade
+from mailsupport.db.migrate import current_revision, head_revision, is_known, upgrade
+
+
+@contextmanager
+def _database(ctx: CliContext) -> Iterator[Engine]:
+    """The configured database, connected; these commands must not need a current schema."""
+    engine = database_engine(ctx.config)
+    try:
+        connect_once(ctx.config, engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @click.group()
@@ -18,22 +33,23 @@ def db() -> None:
 @pass_context
 def upgrade_command(ctx: CliContext) -> None:
     """Create the schema, or bring it up to this version."""
-    engine = make_engine(ctx.config.database.url, busy_timeout=ctx.config.database.busy_timeout)
-    try:
+    with _database(ctx) as engine:
         upgrade(engine)
         click.echo(f"Database at revision {current_revision(engine)}")
-    finally:
-        engine.dispose()
 
 
 @db.command("status")
 @pass_context
 def status_command(ctx: CliContext) -> None:
     """Show the schema revision and whether it is current."""
-    engine = make_engine(ctx.config.database.url, busy_timeout=ctx.config.database.busy_timeout)
-    try:
+    with _database(ctx) as engine:
         current, head = current_revision(engine), head_revision()
-    finally:
-        engine.dispose()
-    state = "up to date" if current == head else "needs `mailsupport db upgrade`"
-    click.echo(f"Database at {current or 'nothing'}; code expects {head}: {state}")
+    click.echo(f"Database at {current or 'nothing'}; code expects {head}: {_state(current, head)}")
+
+
+def _state(current: str | None, head: str | None) -> str:
+    if current == head:
+        return "up to date"
+    if not is_known(current):
+        return "a revision this version does not know: upgrade mailsupport"
+    return "needs `mailsupport db upgrade`"

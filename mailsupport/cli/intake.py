@@ -4,18 +4,42 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from mailsupport.cli.context import CliContext, pass_context
-from mailsupport.errors import MailsupportError
+from mailsupport.errors import MailsupportError, first_line
 from mailsupport.intake.gateway import EX_OK, EX_TEMPFAIL
 from mailsupport.intake.gateway import deliver as deliver_mail
 from mailsupport.intake.importer import ImportStats, import_messages, iter_raw, open_mailbox
 from mailsupport.pipeline.runner import Pipeline
 
 
-@click.command()
+def _temporary_failure(what: str) -> NoReturn:
+    click.echo(f"mailsupport deliver: temporary failure: {what}", err=True)
+    sys.exit(EX_TEMPFAIL)
+
+
+def _what_failed(exc: Exception) -> str:
+    """One line: our errors say what failed themselves, anything else is named by its type."""
+    text = first_line(exc)
+    if isinstance(exc, MailsupportError | OSError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _GatewayCommand(click.Command):
+    """Usage mistakes defer the mail too: a typo in master.cf must not bounce every message."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _temporary_failure(exc.format_message())
+
+
+@click.command(cls=_GatewayCommand)
 @click.option("-f", "--sender", "envelope_from", help="Envelope sender (Postfix: ${sender}).")
 @click.option(
     "-r",
@@ -41,9 +65,10 @@ def deliver(
             envelope_from=envelope_from,
             recipients=recipients,
         )
-    except (MailsupportError, OSError) as exc:
-        click.echo(f"mailsupport deliver: temporary failure: {exc}", err=True)
-        sys.exit(EX_TEMPFAIL)
+    except Exception as exc:
+        # Postfix's pipe transport bounces mail on any exit but 75: whatever went wrong, the
+        # customer's mail must stay in the MTA's queue until it can be stored.
+        _temporary_failure(_what_failed(exc))
     if not no_process and not stored.duplicate:
         # The message is safe already; a processing failure quarantines it, never fails delivery.
         try:

@@ -19,6 +19,7 @@ from mailsupport.cli.quarantine import quarantine
 from mailsupport.cli.serve import serve
 from mailsupport.cli.tickets import tickets
 from mailsupport.config import CONFIG_ENV
+from mailsupport.db.engine import driver_message
 from mailsupport.errors import MailsupportError
 from mailsupport.logs import setup_logging
 
@@ -33,8 +34,7 @@ class _Group(click.Group):
             click.echo(str(exc), err=True)
             ctx.exit(1)
         except SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            click.echo(f"Database error: {detail}", err=True)
+            click.echo(f"Database error: {driver_message(exc)}", err=True)
             ctx.exit(1)
 
 

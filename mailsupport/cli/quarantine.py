@@ -42,7 +42,8 @@ def list_command(ctx: CliContext, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['id']:<8} {row['received_at']}  <{row['message_id']}>  {row['reason']}")
+        message_id = f"<{row['message_id']}>" if row["message_id"] else "-"
+        click.echo(f"{row['id']:<8} {row['received_at']}  {message_id}  {row['reason']}")
 
 
 @quarantine.command("show")

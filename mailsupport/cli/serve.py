@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import socket
 
 import click
 
 from mailsupport.cli.context import CliContext, pass_context
+from mailsupport.config import Config, SmtpConfig
 from mailsupport.daemon import Daemon
+from mailsupport.db.engine import shown_url
+from mailsupport.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Why the listening socket could not be had, and which keys of [smtp] say where it should be.
+_LISTEN_KEYS = {
+    errno.EADDRINUSE: "smtp.host/smtp.port",
+    errno.EADDRNOTAVAIL: "smtp.host",
+    errno.EACCES: "smtp.port",
+}
 
 
 @click.command()
@@ -16,9 +31,40 @@ def serve(ctx: CliContext) -> None:
     """Run the listener and the pipeline until stopped (SIGTERM / Ctrl-C)."""
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     config = ctx.config
-    click.echo(
-        f"mailsupport: {config.support.address} on {config.smtp.host}:{config.smtp.port}"
-        f" ({'LMTP' if config.smtp.lmtp else 'SMTP'}), database {config.database.url}",
-        err=True,
+    log.info(
+        "mailsupport: %s on %s:%s (%s), database %s",
+        config.support.address,
+        config.smtp.host,
+        config.smtp.port,
+        "LMTP" if config.smtp.lmtp else "SMTP",
+        shown_url(config.database.url),
     )
-    Daemon(config).serve_forever()
+    daemon = Daemon(config)
+    try:
+        daemon.serve_forever()
+    except Exception as exc:
+        # A start that failed half-way has worker processes and threads running already.
+        _stop(daemon)
+        raise _start_failure(config, exc) from exc
+
+
+def _stop(daemon: Daemon) -> None:
+    try:
+        daemon.stop()
+    except Exception:
+        # What made the start fail is the news; a failing clean-up must not hide it.
+        log.exception("stopping after a failed start failed too")
+
+
+def _start_failure(config: Config, exc: Exception) -> Exception:
+    """The one sentence for a listening socket the system refused; other errors unchanged."""
+    if isinstance(exc, socket.gaierror):
+        return _cannot_listen(config.smtp, "smtp.host", str(exc.strerror))
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_KEYS:
+        return _cannot_listen(config.smtp, _LISTEN_KEYS[exc.errno], os.strerror(exc.errno))
+    return exc
+
+
+def _cannot_listen(smtp: SmtpConfig, keys: str, cause: str) -> ConfigError:
+    host = f"[{smtp.host}]" if ":" in smtp.host else smtp.host
+    return ConfigError(f"Cannot listen on {host}:{smtp.port} ({keys}): {cause.lower()}")

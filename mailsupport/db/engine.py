@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+from mailsupport.errors import first_line
 
 READ_ONLY = {"mailsupport_read_only": True}
 
@@ -41,6 +43,20 @@ def make_engine(
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout, echo, flush_each_commit, auto_checkpoint)
     return create_engine(url, echo=echo, pool_pre_ping=True, future=True)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed or logged: the password, if any, as ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return url.split("://", 1)[0] + "://..."
+
+
+def driver_message(exc: SQLAlchemyError) -> str:
+    """The first line the database driver gave, without SQLAlchemy's wrapping and links."""
+    original = getattr(exc, "orig", None)
+    return first_line(original if original is not None else exc) or type(exc).__name__
 
 
 def checkpoint(engine: Engine) -> None:

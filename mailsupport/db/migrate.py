@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from mailsupport.errors import StorageError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -23,8 +25,29 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to ``revision`` (creating it in an empty database)."""
     config = _alembic_config()
     with engine.begin() as connection:
+        check_known(MigrationContext.configure(connection).get_current_revision())
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def is_known(revision: str | None) -> bool:
+    """Whether this version has a migration script for ``revision`` (None: an empty database)."""
+    if revision is None:
+        return True
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    return revision in {script.revision for script in scripts.walk_revisions()}
+
+
+def check_known(revision: str | None) -> None:
+    """Refuse a schema a newer mailsupport has migrated, as after a rollback of the package.
+
+    Alembic cannot step from a revision it has no script for, and says so with a traceback.
+    """
+    if not is_known(revision):
+        raise StorageError(
+            f"The database is at schema revision {revision}, which this version of mailsupport "
+            "does not know: upgrade mailsupport."
+        )
 
 
 def current_revision(engine: Engine) -> str | None:

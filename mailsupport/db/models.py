@@ -39,6 +39,10 @@ NAMING = {
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for big tables.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+# Both keep ids and ticket numbers as signed 64-bit integers. A number outside them is never
+# stored, and passed to either database it is an error (an OverflowError from SQLite's driver).
+STORABLE_IDS = range(-(2**63), 2**63)
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)

@@ -7,21 +7,35 @@ transaction, and loads the contacts of all their senders with one query.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from mailsupport.core.limits import address_problem
 from mailsupport.core.message import Address
 from mailsupport.db.memo import ends_with_transaction
 from mailsupport.db.models import Contact
 from mailsupport.db.upsert import insert_ignoring_conflict
+from mailsupport.errors import InvalidValueError
+
+# What an admin types as an address: one mailbox, no display name or angle brackets.
+_TYPED_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 _BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
 _BY_EMAILS = select(Contact).where(Contact.email.in_(bindparam("emails", expanding=True)))
 _KNOWN = "mailsupport.known_contacts"
 ends_with_transaction(_KNOWN)
+
+
+def typed_email(text: str) -> str:
+    """An address given on the command line, lower-cased; refused when it is not one."""
+    email = text.strip().lower()
+    if not _TYPED_EMAIL.match(email) or address_problem(email) is not None:
+        raise InvalidValueError(f"Not an email address: {email}")
+    return email
 
 
 def load_contacts(session: Session, emails: Iterable[str]) -> None:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 
+from mailsupport.config import Config
 from mailsupport.db.memo import forget, remembered
 from mailsupport.db.models import Operator, OperatorAddress, OperatorQueue, Queue
+from mailsupport.domain.contacts import typed_email
 from mailsupport.errors import InvalidValueError, NotFoundError
-
-_EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
-
 
 # Prepared once: the pipeline asks these for every message.
 _EVERY_ADDRESS = union_all(select(Operator.email), select(OperatorAddress.address))
@@ -26,10 +24,22 @@ _QUEUE_MEMBERS = (
 )
 
 
+def refuse_own_address(config: Config, address: str) -> None:
+    """Refuse an address mailsupport receives mail at as an operator's.
+
+    Mail to the operator would come back in as new mail, and mail from that address would
+    pass for the operator's.
+    """
+    key = config.own_address_key(address)
+    if key is not None:
+        raise InvalidValueError(
+            f"{address.strip().lower()} is an address of mailsupport's own ({key}): "
+            "mail to the operator would come back to it"
+        )
+
+
 def add_operator(session: Session, email: str, name: str, now: datetime) -> Operator:
-    email = email.strip().lower()
-    if not _EMAIL_RE.match(email):
-        raise InvalidValueError(f"Not an email address: {email}")
+    email = typed_email(email)
     if not name.strip():
         raise InvalidValueError("An operator needs a name (--name)")
     existing = session.execute(select(Operator).where(Operator.email == email)).scalar_one_or_none()
@@ -101,9 +111,7 @@ def operator_by_address(session: Session, address: str) -> Operator | None:
 
 
 def add_address(session: Session, operator: Operator, address: str) -> None:
-    address = address.strip().lower()
-    if not _EMAIL_RE.match(address):
-        raise InvalidValueError(f"Not an email address: {address}")
+    address = typed_email(address)
     taken = session.execute(select(Operator.id).where(Operator.email == address)).first()
     other = session.execute(
         select(OperatorAddress.operator_id).where(OperatorAddress.address == address)

@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from mailsupport.db.memo import ends_with_transaction, remembered
 from mailsupport.db.models import (
+    STORABLE_IDS,
     Contact,
     Counter,
     Event,
@@ -218,6 +219,8 @@ def _as_loaded(session: Session, ticket: Ticket, queue: Queue, requester: Contac
 
 
 def get_ticket(session: Session, number: int, *, for_update: bool = False) -> Ticket:
+    if number not in STORABLE_IDS:
+        raise NotFoundError(f"No such ticket: {number}")
     statement = _BY_NUMBER_FOR_UPDATE if for_update else _BY_NUMBER
     ticket = session.execute(statement, {"number": number}).unique().scalar_one_or_none()
     if ticket is None:

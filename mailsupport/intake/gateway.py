@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsupport.clock import Clock
+from mailsupport.db.engine import driver_message
 from mailsupport.db.inbox import RawMail, Stored, store_one
 from mailsupport.errors import StorageError
 
@@ -37,4 +38,4 @@ def deliver(
         with factory.begin() as session:
             return store_one(session, mail, clock.now())
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot store the message: {type(exc).__name__}: {exc}") from exc
+        raise StorageError(f"cannot store the message: {driver_message(exc)}") from exc

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mailsupport.config import Config
 from mailsupport.core.outmail import OutgoingMail, build_message, recipients
 from mailsupport.db.models import (
+    STORABLE_IDS,
     Direction,
     Message,
     Outbox,
@@ -173,7 +174,7 @@ def _sent_message(
 
 
 def get_outbox(session: Session, outbox_id: int) -> Outbox:
-    row = session.get(Outbox, outbox_id)
+    row = session.get(Outbox, outbox_id) if outbox_id in STORABLE_IDS else None
     if row is None:
         raise NotFoundError(f"No such outbound mail: {outbox_id}")
     return row

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailsupport.db.models import Inbound, InboundState
+from mailsupport.db.models import STORABLE_IDS, Inbound, InboundState
 from mailsupport.errors import InvalidValueError, NotFoundError
 from mailsupport.pipeline.runner import Outcome, Pipeline
 
@@ -23,7 +23,7 @@ def list_quarantined(session: Session) -> Sequence[Inbound]:
 
 
 def get_inbound(session: Session, inbound_id: int) -> Inbound:
-    row = session.get(Inbound, inbound_id)
+    row = session.get(Inbound, inbound_id) if inbound_id in STORABLE_IDS else None
     if row is None:
         raise NotFoundError(f"No such stored message: {inbound_id}")
     return row

@@ -18,10 +18,11 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsupport.clock import Clock
@@ -33,7 +34,7 @@ from mailsupport.db.inbox import Share, pending_ids
 from mailsupport.db.models import Inbound, InboundRaw, InboundState, Ticket, table_of
 from mailsupport.domain.actors import contact_actor
 from mailsupport.domain.tickets import record_event
-from mailsupport.errors import MessageParseError
+from mailsupport.errors import MessageParseError, first_line
 from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.bounce import link_bounce
@@ -56,6 +57,9 @@ ORPHANED_AFTER = timedelta(seconds=10)
 # batch is applied: eight small messages hold it for about 20 ms. With sixteen, acceptance fell
 # while the pipeline was busy; with four, the pipeline spent more on each transaction.
 BATCH = 8
+# A quarantine reason is read in a list; the whole error is in the log.
+_MAX_DETAIL = 300
+_PACKAGE = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ class Pipeline:
         except MessageParseError as exc:
             return self.quarantine(inbound_id, f"unusable: {exc}")
         except Exception as exc:
-            log.exception("message %s (inbound %s) failed", ready.parsed.message_id, inbound_id)
+            log.exception("message %s (inbound %s) failed", _named(ready.parsed), inbound_id)
             return self.quarantine(inbound_id, _describe(exc))
         return outcomes[0] if outcomes else None
 
@@ -266,8 +270,8 @@ class Pipeline:
                 session.execute(_FINISH, finished)
         for ready, outcome in applied:
             log.info(
-                "message <%s> (inbound %s): %s",
-                ready.parsed.message_id,
+                "message %s (inbound %s): %s",
+                _named(ready.parsed),
                 outcome.inbound_id,
                 outcome.detail,
             )
@@ -328,7 +332,7 @@ class Pipeline:
             attempts = row.attempts
         if attempts >= MAX_TRANSIENT_ATTEMPTS:
             return self.quarantine(
-                inbound_id, f"database error after {attempts} attempts: {exc.orig}"
+                inbound_id, f"database error after {attempts} attempts: {_first_line(exc.orig)}"
             )
         return None
 
@@ -349,7 +353,7 @@ def _not_proven(
 ) -> None:
     """Mail from an operator's address without proof: logged, and recorded on its ticket."""
     log.warning(
-        "message <%s> not trusted as an operator's: %s", incoming.parsed.message_id, claim.evidence
+        "message %s not trusted as an operator's: %s", _named(incoming.parsed), claim.evidence
     )
     if ticket is not None:
         sender = incoming.parsed.from_.email if incoming.parsed.from_ else ""
@@ -364,8 +368,35 @@ def _not_proven(
         )
 
 
+def _named(parsed: ParsedMessage) -> str:
+    return f"<{parsed.message_id}>" if parsed.message_id else "without Message-ID"
+
+
 def _describe(exc: Exception) -> str:
-    """One line naming the failure and where it happened, for the quarantine list."""
+    """One short line naming the failure and where it happened, for the quarantine list.
+
+    A database error's own text is the SQL statement and its parameters over many lines; the
+    driver's first line says what went wrong. The whole of it is in the log.
+    """
+    kind = type(exc).__name__
+    cause: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        cause = exc.orig
+        if type(cause).__name__ != kind:
+            kind = f"{kind} ({type(cause).__name__})"
+    return f"{kind}: {_first_line(cause)}{_where(exc)}"
+
+
+def _first_line(error: object) -> str:
+    line = first_line(error)
+    return line if len(line) <= _MAX_DETAIL else f"{line[:_MAX_DETAIL]}..."
+
+
+def _where(exc: BaseException) -> str:
+    """Our innermost function on the way to the failure: SQLAlchemy's own says nothing."""
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    if not frames:
+        return ""
+    ours = [frame for frame in frames if Path(frame.filename).is_relative_to(_PACKAGE)]
+    frame = (ours or frames)[-1]
+    return f" (at {frame.name}:{frame.lineno})"
