@@ -15,6 +15,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from mailsupport.config import Config
+from mailsupport.core.limits import CONTROL
 from mailsupport.db.inbox import RawMail
 from mailsupport.errors import StorageError
 from mailsupport.intake.writer import InboxWriter
@@ -95,7 +96,8 @@ class _BlockData(SMTP):
     aiosmtpd takes several Python steps for every line of a message, which on mail of 50 KB
     was most of the listener's time. This reads up to each dot line at once and keeps
     aiosmtpd's answers: 552 for too much data and 500 for a line over the limit, both once
-    the whole section is read, and the handler's DATA hook and its reply otherwise.
+    the whole section is read (in LMTP, once per recipient like every reply to DATA), and the
+    handler's DATA hook and its reply otherwise.
     """
 
     line_length_limit = LONG_LINE_LIMIT
@@ -119,8 +121,7 @@ class _BlockData(SMTP):
             self._writer.close()
             raise
         if section.error is not None:
-            await self.push(section.error)
-            self._end_transaction()
+            await self._refuse_data(section.error)
             return
         await self._deliver(section.content())
 
@@ -133,6 +134,11 @@ class _BlockData(SMTP):
             except asyncio.LimitOverrunError as exc:
                 # No dot line within the reader's limit: take what cannot be part of one.
                 block = await self._reader.read(exc.consumed)
+                if block.endswith(b"\r"):
+                    # The reader stops two bytes short of what it holds, so this may cut a
+                    # CRLF in two. Lines are found by their CRLF, in one block: a cut one would
+                    # hide the dot line that follows it and join the lines on either side.
+                    block += await self._reader.readexactly(1)
             else:
                 if block.endswith(_END) or (at_line_start and block == _DOT_LINE):
                     section.add(block[: -len(_DOT_LINE)])
@@ -151,13 +157,20 @@ class _BlockData(SMTP):
                     "surrogateescape" if self.enable_SMTPUTF8 else "strict",
                 )
             except UnicodeDecodeError:
-                await self.push("500 Error: strict ASCII mode")
+                await self._refuse_data("500 Error: strict ASCII mode")
                 return
         self.envelope.content = content
         self.envelope.original_content = original_content
         status = await self._call_handler_hook("DATA")
         self._end_transaction()
         await self.push("250 OK" if status is MISSING else status)
+
+    async def _refuse_data(self, line: str) -> None:
+        """Refuse the message with a reply of our own, which ends its transaction."""
+        assert self.envelope is not None
+        reply = _data_reply(line, self.envelope, lmtp=isinstance(self, LMTP))
+        self._end_transaction()
+        await self.push(reply)
 
     def _end_transaction(self) -> None:
         self._set_post_data_state()  # type: ignore[no-untyped-call]  # unannotated in aiosmtpd
@@ -182,6 +195,14 @@ def _quiet_protocol_log() -> None:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
+def _data_reply(line: str, envelope: Envelope, *, lmtp: bool) -> str:
+    """The reply to the end of DATA: LMTP gives it once per accepted recipient, refusals
+    included (RFC 2033 section 4.2), and its client waits until it has them all."""
+    if not lmtp:
+        return line
+    return "\r\n".join(line for _ in envelope.rcpt_tos)
+
+
 def _address_only(address: str) -> str:
     return address.strip().strip("<>").lower()
 
@@ -193,6 +214,17 @@ class IntakeHandler:
         self._config = config
         self._writer = writer
         self._lmtp = lmtp
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        # No address holds a control character; PostgreSQL cannot even store a NUL, and the
+        # failed insert would have answered 451 to every mail stored in the same commit.
+        if CONTROL.search(address):
+            return "501 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -219,10 +251,7 @@ class IntakeHandler:
         return self._reply(envelope, f"250 2.0.0 OK: {note} as {stored.inbound_id}")
 
     def _reply(self, envelope: Envelope, line: str) -> str:
-        # LMTP answers DATA once per accepted recipient (RFC 2033 section 4.2).
-        if not self._lmtp:
-            return line
-        return "\r\n".join(line for _ in envelope.rcpt_tos)
+        return _data_reply(line, envelope, lmtp=self._lmtp)
 
 
 class Listener:
