@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import make_url, select
 
 from mailsupport.app import App
+from mailsupport.db.models import Event
 
 from _fixtures import PG_ENV, config_data, write_config
 from support import ingest, make_mail, run_cli, set_schema_revision, show_ticket, wait_for
@@ -125,6 +126,20 @@ def test_show_text(with_ticket: str) -> None:
         (["operators", "add", "not-an-email", "--name", "X"], "Not an email address: not-an-email"),
         (["quarantine", "show", "999"], "No such stored message: 999"),
         (["quarantine", "replay", "1"], "Message 1 is not quarantined (it is processed)"),
+        (["participants", "add", "42", "dave@customer.test"], "No such ticket: 42"),
+        (["participants", "add", "1", "dave"], "Not an email address: dave"),
+        (
+            ["participants", "add", "1", "Support+x@example.com"],
+            "support+x@example.com is an address of mailsupport's own (support.address)",
+        ),
+        (
+            ["participants", "remove", "1", "carol@customer.test"],
+            "carol@customer.test is the requester of ticket #1",
+        ),
+        (
+            ["participants", "remove", "1", "erin@customer.test"],
+            "erin@customer.test does not take part in ticket #1",
+        ),
     ],
 )
 def test_mistakes_print_one_line_and_exit_1(
@@ -133,6 +148,30 @@ def test_mistakes_print_one_line_and_exit_1(
     result = run_cli(with_ticket, *args)
     assert result.exit_code == 1
     assert result.output.strip() == message
+
+
+def test_participants_add_and_remove(app: App, with_ticket: str) -> None:
+    def people() -> dict[str, str]:
+        return {p["email"]: p["role"] for p in show_ticket(with_ticket, 1)["participants"]}
+
+    added = run_cli(with_ticket, "participants", "add", "1", "Erin@Customer.test", "--name", "Erin")
+    assert (added.exit_code, added.output) == (0, "Added ticket #1: erin@customer.test\n")
+    assert people()["erin@customer.test"] == "cc"
+    again = run_cli(with_ticket, "participants", "add", "1", "erin@customer.test")
+    assert again.output == "Already on ticket #1: erin@customer.test\n"
+    removed = run_cli(with_ticket, "participants", "remove", "1", "erin@customer.test")
+    assert (removed.exit_code, removed.output) == (0, "Removed from ticket #1: erin@customer.test\n")
+    assert "erin@customer.test" not in people()
+    with app.factory() as session:
+        kinds = [
+            (e.kind, e.new or e.old)
+            for e in session.execute(select(Event).order_by(Event.id)).scalars()
+            if e.kind in ("participant", "participant_removed")
+        ]
+    assert kinds[-2:] == [
+        ("participant", "erin@customer.test"),
+        ("participant_removed", "erin@customer.test"),
+    ]
 
 
 def test_bad_config_is_one_line(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime, timedelta
 
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from mailsupport.app import App
 from mailsupport.clock import FrozenClock
-from mailsupport.db.models import Ticket, TicketStatus
+from mailsupport.db.models import Event, Ticket, TicketStatus
 from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.tickets import change_status, get_ticket
 
@@ -103,6 +104,40 @@ def test_stranger_quoting_a_tag_opens_a_new_ticket(app: App) -> None:
     new = ticket_json(app, outcome.ticket_number)
     assert new["requester"] == "mallory@evil.test"
     assert "not on that ticket" in new["messages"][0]["thread_reason"]
+
+
+def _participants(app: App, number: int) -> set[str]:
+    return {p["email"] for p in ticket_json(app, number)["participants"]}
+
+
+def test_a_follow_up_by_tag_alone_adds_nobody_it_was_copied_to(app: App) -> None:
+    """A forged From of a participant plus a guessed number must not subscribe an outsider."""
+    number = _open_ticket(app)
+    forged = make_mail(
+        sender="Carol Customer <carol@customer.test>",
+        subject=f"Re: [ACME #{number}] add my colleague",
+        cc="mallory@evil.test, dave@customer.test",
+    )
+    outcome = ingest(app, forged)
+    assert outcome.ticket_number == number  # the tag rule itself is unchanged
+    assert "mallory@evil.test" not in _participants(app, number)
+    with app.factory() as session:
+        [event] = session.execute(select(Event).where(Event.kind == "copied_not_added")).scalars()
+    # dave was copied on the ticket's first mail: only the newcomer is worth telling about.
+    assert event.data["addresses"] == ["mallory@evil.test"]
+
+
+def test_a_follow_up_by_reference_adds_the_people_copied(app: App) -> None:
+    number = _open_ticket(app)
+    reply = make_mail(
+        subject=f"Re: [ACME #{number}] Printer on floor 3 is jammed",
+        in_reply_to=ORIGINAL_ID,
+        cc="erin@customer.test",
+    )
+    assert ingest(app, reply).ticket_number == number
+    assert "erin@customer.test" in _participants(app, number)
+    with app.factory() as session:
+        assert not session.execute(select(Event).where(Event.kind == "copied_not_added")).first()
 
 
 def test_reply_reopens_waiting_ticket(app: App) -> None:
@@ -220,3 +255,17 @@ def test_a_follow_up_marks_its_ticket_changed(app: App, clock: FrozenClock) -> N
     assert data["status"] == "new"  # nothing to reopen: only the time moves
     assert data["updated_at"] > opened
     assert datetime.fromisoformat(data["updated_at"]) == clock.now()
+
+
+def test_the_log_names_each_message_and_its_ticket(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailsupport.pipeline.runner")
+    ingest(app, make_mail(message_id="<named@customer.test>"))
+    without_id = make_mail(subject="Second").replace(b"Message-ID:", b"X-Old-Message-ID:", 1)
+    ingest(app, without_id)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mailsupport.pipeline.runner"]
+    assert any(line.startswith("message <named@customer.test> ") for line in lines), lines
+    assert any(line.startswith("message without Message-ID ") for line in lines), lines
+    assert not any("<>" in line for line in lines), lines
+    assert all("ticket #" in line for line in lines), lines

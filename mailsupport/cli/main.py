@@ -15,6 +15,7 @@ from mailsupport.cli.imap import imap
 from mailsupport.cli.intake import deliver, import_group
 from mailsupport.cli.operators import operators
 from mailsupport.cli.outbox import outbox
+from mailsupport.cli.participants import participants
 from mailsupport.cli.quarantine import quarantine
 from mailsupport.cli.serve import serve
 from mailsupport.cli.tickets import tickets
@@ -58,7 +59,19 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.call_on_close(context.close)
 
 
-for command in (serve, db, deliver, import_group, tickets, operators, quarantine, outbox, imap):
+_COMMANDS = (
+    serve,
+    db,
+    deliver,
+    import_group,
+    tickets,
+    participants,
+    operators,
+    quarantine,
+    outbox,
+    imap,
+)
+for command in _COMMANDS:
     cli.add_command(command)
 
 

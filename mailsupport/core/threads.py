@@ -40,6 +40,10 @@ class Decision:
     action: Action
     reason: str
     ticket_number: int | None = None
+    # Whether the people the mail was copied to may join the ticket. Not for a follow-up found
+    # by its subject tag alone: From is easily forged and numbers easily guessed, and whoever
+    # joins a ticket receives its replies from then on.
+    adds_copied: bool = True
 
 
 _NEVER_A_TICKET = {
@@ -64,7 +68,8 @@ def decide(facts: ThreadFacts) -> Decision:
 def _continue(facts: ThreadFacts, ticket: TicketRef, reason: str) -> Decision:
     """A found ticket is continued, unless it is closed: then a new one (robots get none)."""
     if not ticket.closed:
-        return Decision(Action.FOLLOW_UP, reason, ticket.number)
+        by_tag_only = facts.referenced is None
+        return Decision(Action.FOLLOW_UP, reason, ticket.number, adds_copied=not by_tag_only)
     if facts.kind is MailKind.AUTO_REPLY:
         return Decision(Action.NO_TICKET, f"automatic reply about closed ticket #{ticket.number}")
     return Decision(Action.NEW_TICKET, f"ticket #{ticket.number} is closed; {reason}")

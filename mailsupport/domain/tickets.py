@@ -341,6 +341,21 @@ def add_participant(
     return True
 
 
+def remove_participant(
+    session: Session, ticket: Ticket, email: str, *, actor: str, now: datetime
+) -> None:
+    """Take someone off a ticket: they get none of its mail from then on. Not its requester."""
+    email = email.strip().lower()
+    found = next((p for p in participants(session, ticket) if p.contact.email == email), None)
+    if found is None:
+        raise NotFoundError(f"{email} does not take part in ticket #{ticket.number}")
+    if found.role == "requester":
+        raise InvalidValueError(f"{email} is the requester of ticket #{ticket.number}")
+    session.delete(found)
+    session.flush()
+    record_event(session, ticket, actor=actor, kind="participant_removed", now=now, old=email)
+
+
 def set_queue(session: Session, ticket: Ticket, queue: Queue, *, actor: str, now: datetime) -> bool:
     if ticket.queue_id == queue.id:
         return False

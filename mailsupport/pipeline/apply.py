@@ -24,6 +24,7 @@ from mailsupport.domain.tickets import (
     change_status,
     get_or_create_queue,
     get_ticket,
+    is_participant,
     open_ticket,
     record_event,
     touch,
@@ -90,10 +91,34 @@ def apply(
         ticket = get_ticket(session, decision.ticket_number, for_update=True)
         add_participant(session, ticket, sender, role="cc", actor=actor, now=now)
         _reopen_if_waiting(session, ticket, incoming, actor, now)
-    for contact in people.copied:
-        add_participant(session, ticket, contact, role="cc", actor=actor, now=now)
+    _add_copied(session, ticket, people, decision, actor, now)
     _add_message(session, ticket, incoming, sender, reason=decision.reason, now=now)
     return ticket
+
+
+def _add_copied(
+    session: Session,
+    ticket: Ticket,
+    people: People,
+    decision: Decision,
+    actor: str,
+    now: datetime,
+) -> None:
+    """The people the mail was copied to join the ticket, when the decision lets them."""
+    if decision.adds_copied:
+        for contact in people.copied:
+            add_participant(session, ticket, contact, role="cc", actor=actor, now=now)
+        return
+    newcomers = [c.email for c in people.copied if not is_participant(session, ticket.id, c.email)]
+    if newcomers:
+        record_event(
+            session,
+            ticket,
+            actor=actor,
+            kind="copied_not_added",
+            now=now,
+            data={"addresses": newcomers, "reason": "matched by its subject tag only"},
+        )
 
 
 def _reopen_if_waiting(

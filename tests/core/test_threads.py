@@ -60,3 +60,10 @@ def test_mail_from_our_own_address_is_not_a_ticket() -> None:
 
 def test_list_mail_opens_tickets() -> None:
     assert decide(facts(kind=MailKind.LIST)).action is Action.NEW_TICKET
+
+
+def test_only_a_reference_or_a_new_ticket_lets_copied_people_join() -> None:
+    assert decide(facts(referenced=OPEN_1, referenced_message_id="a@b")).adds_copied
+    assert decide(facts()).adds_copied  # a new ticket: its Cc are its participants
+    by_tag = decide(facts(tagged_number=1, tagged=OPEN_1, sender_participates=True))
+    assert by_tag.action is Action.FOLLOW_UP and not by_tag.adds_copied
