@@ -12,7 +12,7 @@ this runs on are noisy and absolute figures from elsewhere do not compare.
 (c) ``mailsupport serve`` with its default worker, once the worker has said it is ready: from
     the first mail sent until every stored mail has been turned into a ticket, a follow-up or
     a quarantine entry (the acknowledgements it sends go to a do-nothing relay). The CPU each
-    process spent in that time is printed per mail.
+    process spent in that time is printed per mail, and the peak memory of each at the end.
 
 The databases go in the temporary directory (TMPDIR): on a tmpfs the disk flush behind every
 250 costs nothing, and (b) and (c) look better than they would on a disk.
@@ -135,6 +135,14 @@ class CpuUse:
 
 
 @dataclass(frozen=True)
+class PeakMemory:
+    """Peak resident memory at the end of (c) in MB, read from /proc (Linux only)."""
+
+    worker: float  # the largest of the daemon's pipeline worker processes
+    daemon: float  # listener, inbox writer and outbox sender
+
+
+@dataclass(frozen=True)
 class Served:
     port: int
     pid: int
@@ -147,6 +155,7 @@ class Round:
     e2e_send: SendResult
     e2e: Processing
     e2e_cpu: CpuUse | None
+    e2e_memory: PeakMemory | None
 
 
 # --- corpus -----------------------------------------------------------------------------------
@@ -528,7 +537,7 @@ def _digest(data: bytes) -> str:
 
 def measure_e2e(
     files: Sequence[Path], options: Options, directory: Path
-) -> tuple[SendResult, Processing, CpuUse | None]:
+) -> tuple[SendResult, Processing, CpuUse | None, PeakMemory | None]:
     # The acknowledgements the pipeline queues are really sent, to a do-nothing relay, so the
     # daemon does all it would do in service.
     with null_server() as relay, daemon(directory, workers=1, relay=relay.port) as served:
@@ -537,7 +546,7 @@ def measure_e2e(
         processing = wait_processed(directory / "mailsupport.db", sent.sent, sent.started)
         after = cpu_use(served.pid, relay.pid)
         spent = None if before is None or after is None else after.since(before)
-        return sent, processing, spent
+        return sent, processing, spent, peak_memory(served.pid)
 
 
 def cpu_use(daemon_pid: int, relay_pid: int) -> CpuUse | None:
@@ -547,6 +556,22 @@ def cpu_use(daemon_pid: int, relay_pid: int) -> CpuUse | None:
         return CpuUse(workers, _cpu_seconds(daemon_pid), _cpu_seconds(relay_pid))
     except (OSError, ValueError, IndexError):
         return None  # no /proc: not Linux
+
+
+def peak_memory(daemon_pid: int) -> PeakMemory | None:
+    """How much memory the daemon's processes have held at most, start-up included."""
+    try:
+        worker = max((_peak_mb(pid) for pid in _children(daemon_pid)), default=0.0)
+        return PeakMemory(worker, _peak_mb(daemon_pid))
+    except (OSError, ValueError):
+        return None  # no /proc: not Linux
+
+
+def _peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise ValueError(f"no VmHWM for process {pid}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -569,7 +594,7 @@ def run_round(number: int, files: Sequence[Path], options: Options, workdir: Pat
     print(f"  round {number}: (a) {baseline.rate:7.1f} mails/s", flush=True)
     accept = measure_accept(files, options, workdir / f"round{number}-b")
     print(f"  round {number}: (b) {accept.rate:7.1f} mails/s", flush=True)
-    e2e_send, e2e, cpu = measure_e2e(files, options, workdir / f"round{number}-c")
+    e2e_send, e2e, cpu, memory = measure_e2e(files, options, workdir / f"round{number}-c")
     print(
         f"  round {number}: (c) {e2e.rate:7.1f} mails/s end to end"
         f" (accepted at {e2e_send.rate:.1f}/s; {e2e.tickets} tickets, {e2e.follow_ups}"
@@ -583,7 +608,13 @@ def run_round(number: int, files: Sequence[Path], options: Options, workdir: Pat
             f" (listener, writer, outbox sender), relay {relay:.2f} ms",
             flush=True,
         )
-    return Round(baseline, accept, e2e_send, e2e, cpu)
+    if memory is not None:
+        print(
+            f"           peak memory: pipeline worker {memory.worker:.0f} MB,"
+            f" daemon {memory.daemon:.0f} MB",
+            flush=True,
+        )
+    return Round(baseline, accept, e2e_send, e2e, cpu, memory)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -599,7 +630,7 @@ def _verdict(met: bool) -> str:
 
 def _row(label: str, values: Sequence[float], unit: str = "mails/s") -> float:
     median = _median(values)
-    digits = 1 if unit == "mails/s" else 2
+    digits = {"mails/s": 1, "MB": 0}.get(unit, 2)
     spread = f"{min(values):.{digits}f} to {max(values):.{digits}f}" if len(values) > 1 else ""
     print(f"  {label:<40}{median:8.{digits}f} {unit:<8} {spread}")
     return median
@@ -622,6 +653,10 @@ def report(rounds: Sequence[Round], files: Sequence[Path], options: Options) -> 
     if cpu:
         _row("    CPU per mail: pipeline worker", [c[0] for c in cpu], "ms")
         _row("    CPU per mail: daemon", [c[1] for c in cpu], "ms")
+    memory = [r.e2e_memory for r in rounds if r.e2e_memory is not None]
+    if memory:
+        _row("    peak memory: pipeline worker", [m.worker for m in memory], "MB")
+        _row("    peak memory: daemon", [m.daemon for m in memory], "MB")
     # Each round's (a) and (b) ran back to back, so their ratio shares that round's noise.
     ratio = _row("(b)/(a), per round", [r.accept.rate / r.baseline.rate for r in rounds], "")
     print(f"  goal (b) >= {AB_GOAL:.1f} x (a):   {_verdict(ratio >= AB_GOAL)}")

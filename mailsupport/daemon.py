@@ -12,17 +12,11 @@ same way the listener's writer does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import multiprocessing
-import os
 import signal
 import threading
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -30,14 +24,12 @@ from mailsupport.app import App, open_app
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.engine import checkpoint, is_sqlite
-from mailsupport.db.inbox import Share, Stored
-from mailsupport.errors import StorageError
+from mailsupport.db.inbox import Stored
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
 from mailsupport.intake.writer import InboxWriter
-from mailsupport.logs import setup_logging
 from mailsupport.outbound.sender import OutboxSender
-from mailsupport.pipeline.runner import Pipeline
+from mailsupport.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -47,115 +39,37 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SECONDS = 1.0
 
 
-class _Event(Protocol):
-    def set(self) -> None: ...
-    def clear(self) -> None: ...
-    def is_set(self) -> bool: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
+class _OneAtATime:
+    """A job run by the scheduler and by wake-ups alike: one run at a time, none lost.
 
-
-class _Wakeup:
-    """A wake-up call to another process that the death of that process cannot jam.
-
-    A multiprocessing Event's ``set`` waits for every process asleep in its ``wait`` to wake;
-    one killed while asleep (the OOM killer, SIGKILL, a stop signal sent to the whole process
-    group) made every later ``set`` hang, and with it the inbox writer that wakes the pipeline.
-    A semaphore holding at most one pending wake-up waits for nobody. ``wait`` takes the
-    wake-up it returns for.
+    Called while a run is going on (in another thread), it returns at once and the running one
+    goes round again, so mail queued after that run's last claim is not left for the next
+    interval. APScheduler alone skipped such a run, and warned about it.
     """
 
-    def __init__(self, context: Any) -> None:
-        self._pending = context.BoundedSemaphore(1)
+    def __init__(self, job: Callable[[], object]) -> None:
+        self._job = job
+        self._lock = threading.Lock()
+        self._running = False
+        self._asked = False
 
-    def set(self) -> None:
-        with contextlib.suppress(ValueError):  # one is pending already
-            self._pending.release()
-
-    def clear(self) -> None:
-        self._pending.acquire(False)
-
-    def is_set(self) -> bool:
-        if not self._pending.acquire(False):
-            return False
-        self.set()
-        return True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return bool(self._pending.acquire(True, timeout))
-
-
-@dataclass
-class _Signals:
-    """Events shared with the workers (threading or multiprocessing ones)."""
-
-    stop: _Event
-    wake: _Event  # new mail is stored
-    outbox: _Event  # a worker queued outbound mail
-
-
-def run_worker(
-    config: Config, signals: _Signals, share: Share | None = None, clock: Clock | None = None
-) -> None:
-    """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
-    app = _open_worker_app(config, signals, clock)
-    if app is None:
-        return
-    pipeline = Pipeline(app.factory, app.config, app.clock)
-    place = share or Share()
-    log.info("pipeline worker %d of %d ready", place.index + 1, place.of)
-    try:
-        while not signals.stop.is_set():
-            signals.wake.clear()
-            try:
-                if pipeline.process_pending(share=share):
-                    signals.outbox.set()
-            except Exception:
-                log.exception("pipeline sweep failed; retrying after the poll interval")
-            signals.wake.wait(config.pipeline.poll_interval)
-    finally:
-        app.close()
-
-
-def _open_worker_app(config: Config, signals: _Signals, clock: Clock | None) -> App | None:
-    """The worker's database, once it can be opened; None when told to stop first.
-
-    A database locked or unreachable at start is a passing state, as it is while processing:
-    the worker waits for it instead of ending and leaving the stored mail unprocessed.
-    """
-    while not signals.stop.is_set():
+    def __call__(self) -> None:
+        with self._lock:
+            self._asked = True
+            if self._running:
+                return
+            self._running = True
         try:
-            # A processed message whose commit a power cut undoes is simply processed again,
-            # outbox rows included (they share the transaction); only storing mail must be
-            # flushed each time. Checkpoints are left to the daemon's connections and its job.
-            return open_app(
-                config, clock=clock, migrate=False, flush_each_commit=False, auto_checkpoint=False
-            )
-        except StorageError as exc:
-            log.warning("pipeline worker cannot open the database yet: %s", exc)
-            signals.wake.wait(config.pipeline.poll_interval)
-    return None
+            while self._take_request():
+                self._job()
+        finally:
+            with self._lock:
+                self._running = False
 
-
-def _worker_process_main(config: Config, signals: _Signals, share: Share) -> None:
-    # A worker is stopped through its event; a Ctrl-C or a stop signal sent to the daemon's
-    # whole process group (systemd does) must not kill it half-way through a message.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    setup_logging(logging.INFO)
-    parent = os.getppid()
-    threading.Thread(target=_exit_with_parent, args=(parent, signals), daemon=True).start()
-    run_worker(config, signals, share)
-
-
-def _exit_with_parent(parent: int, signals: _Signals) -> None:
-    """Stop when the daemon is gone (killed outright), instead of working on as an orphan."""
-    while not signals.stop.is_set():
-        if os.getppid() != parent:
-            log.warning("the daemon (pid %s) is gone: stopping this worker", parent)
-            signals.stop.set()
-            signals.wake.set()
-            return
-        time.sleep(1.0)
+    def _take_request(self) -> bool:
+        with self._lock:
+            asked, self._asked = self._asked, False
+            return asked
 
 
 class Daemon:
@@ -166,24 +80,22 @@ class Daemon:
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self._processes = worker_processes
         self.app: App | None = None
         self._writer: InboxWriter | None = None
         self._imap: ImapIntake | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._workers: list[Any] = []
-        self._signals: list[_Signals] = []
-        self._stop: _Event = threading.Event()
-        self._outbox_wake: _Event = threading.Event()
+        self._workers = WorkerPool(config, self.clock, processes=worker_processes)
+        self._stop = threading.Event()
+        self._send_outbox: _OneAtATime | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._waker: threading.Thread | None = None
         self.smtp_address: tuple[str, int] | None = None
 
     def start(self) -> None:
         self.app = open_app(self.config, clock=self.clock, migrate=True, auto_checkpoint=False)
-        self._start_workers()
+        self._workers.start()
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)
         self._writer.start()
         if self.config.imap:
@@ -193,40 +105,16 @@ class Daemon:
         if self.config.smtp.enabled:
             self._start_listener()
 
-    def _start_workers(self) -> None:
-        context: Any = multiprocessing.get_context("spawn") if self._processes else threading
-        # Nobody waits on stop, so a plain Event is safe there.
-        self._stop, self._outbox_wake = context.Event(), _Wakeup(context)
-        workers = self.config.pipeline.workers
-        for number in range(workers):
-            signals = _Signals(self._stop, _Wakeup(context), self._outbox_wake)
-            share = Share(number, workers)
-            if self._processes:
-                worker: Any = context.Process(
-                    target=_worker_process_main,
-                    args=(self.config, signals, share),
-                    name=f"pipeline-{number}",
-                    daemon=True,
-                )
-            else:
-                worker = threading.Thread(
-                    target=run_worker,
-                    args=(self.config, signals, share, self.clock),
-                    name=f"pipeline-{number}",
-                    daemon=True,
-                )
-            worker.start()
-            self._workers.append(worker)
-            self._signals.append(signals)
-
     def _start_scheduler(self) -> None:
         assert self.app is not None
         sender = OutboxSender(self.app.factory, self.config, self.clock)
+        self._send_outbox = _OneAtATime(sender.send_due)
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
-            sender.send_due,
+            self._send_outbox,
             "interval",
             id="outbox",
+            name="outbox sender",
             seconds=self.config.outbound.send_interval,
             next_run_time=datetime.now(UTC),
             max_instances=1,
@@ -239,6 +127,7 @@ class Daemon:
                 "interval",
                 args=(self.app.engine,),
                 id="wal-checkpoint",
+                name="WAL checkpoint",
                 seconds=CHECKPOINT_SECONDS,
                 max_instances=1,
                 coalesce=True,
@@ -248,15 +137,13 @@ class Daemon:
         self._waker.start()
 
     def _wake_outbox(self) -> None:
-        """Run the outbox job now whenever a worker has queued mail."""
+        """Send at once whenever a worker has queued mail, without waiting for the interval."""
         while not self._stop.is_set():
-            if self._outbox_wake.wait(1.0) and self._scheduler is not None:
-                self._outbox_wake.clear()
-                self.send_outbox_now()
-
-    def send_outbox_now(self) -> None:
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.modify_job("outbox", next_run_time=datetime.now(UTC))
+            if self._workers.outbox.wait(1.0) and self._send_outbox is not None:
+                try:
+                    self._send_outbox()
+                except Exception:
+                    log.exception("outbox sweep failed; retrying at the next interval")
 
     def _start_listener(self) -> None:
         assert self._writer is not None
@@ -277,8 +164,7 @@ class Daemon:
             self.wake_pipeline()
 
     def wake_pipeline(self) -> None:
-        for signals in self._signals:
-            signals.wake.set()
+        self._workers.wake()
 
     def stop(self) -> None:
         """Stop accepting, finish what is being stored, then let the workers finish."""
@@ -295,23 +181,18 @@ class Daemon:
         if self._writer is not None:
             self._writer.stop()
         self._stop.set()
-        self.wake_pipeline()
-        for worker in self._workers:
-            worker.join(timeout=60)
-        self._workers.clear()
+        self._workers.stop()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
         if self._waker is not None:
-            self._waker.join(timeout=5)
+            self._waker.join()  # it may be sending, as a scheduler job may: let it finish
         if self.app is not None:
             self.app.close()
 
     def kill_workers(self) -> None:
         """Terminate worker processes abruptly, as a crash would (for tests)."""
-        for worker in self._workers:
-            if isinstance(worker, multiprocessing.process.BaseProcess):
-                worker.kill()
+        self._workers.kill()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT."""

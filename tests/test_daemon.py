@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from mailsupport import workers
 from mailsupport.app import open_app
 from mailsupport.config import build_config
 from mailsupport.daemon import Daemon
 from mailsupport.db.inbox import RawMail, store_one
 
 from _fixtures import config_data, write_config
+from sink import Sink, SinkHandler
 from support import make_mail, run_cli, show_ticket, wait_for
 
 
@@ -63,6 +69,9 @@ def test_serve_in_a_process_end_to_end_and_sigterm(tmp_path: Path, sqlite_url: s
         code = process.wait(timeout=60)
     assert code == 0
     assert not _connectable(port)
+    log = process.stderr.read().decode() if process.stderr else ""
+    # The checkpoint job runs every second; its runs are not news.
+    assert "Running job" not in log and "skipped" not in log, log
 
 
 def test_backlog_left_by_a_crash_is_processed_on_start(tmp_path: Path, sqlite_url: str) -> None:
@@ -84,32 +93,25 @@ def test_backlog_left_by_a_crash_is_processed_on_start(tmp_path: Path, sqlite_ur
         daemon.stop()
 
 
-def test_killed_worker_loses_nothing(tmp_path: Path, sqlite_url: str) -> None:
-    """Workers killed outright: accepted mail stays stored and is processed after restart."""
+def test_a_killed_worker_is_replaced_and_loses_nothing(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers killed outright: the daemon starts new ones, which process what was accepted."""
     config = build_config(config_data(sqlite_url, pipeline={"poll_interval": 60.0}), env={})
-    daemon = Daemon(config)
-    daemon.start()
     config_file = str(write_config(tmp_path / "c.toml", config_data(sqlite_url)))
+    daemon = Daemon(config)  # real worker processes
+    daemon.start()
     try:
         daemon.kill_workers()
         assert daemon.smtp_address is not None
         with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
             for i in range(5):
-                client.sendmail(
-                    f"k{i}@customer.test",
-                    ["support@example.com"],
-                    make_mail(sender=f"k{i}@customer.test"),
-                )
-        time.sleep(0.5)
-        assert _tickets(config_file) == 0
-    finally:
-        daemon.stop()
-    restarted = Daemon(config)
-    restarted.start()
-    try:
+                sender = f"k{i}@customer.test"
+                client.sendmail(sender, ["support@example.com"], make_mail(sender=sender))
         wait_for(lambda: _tickets(config_file) == 5, timeout=60)
     finally:
-        restarted.stop()
+        daemon.stop()
+    assert any("pipeline worker 1 died (exit code -9)" in m for m in caplog.messages)
 
 
 def test_a_worker_killed_while_waiting_jams_nothing(tmp_path: Path, sqlite_url: str) -> None:
@@ -153,3 +155,79 @@ def test_the_daemon_checkpoints_by_its_job_and_never_on_commit(sqlite_url: str) 
         wait_for(lambda: database.stat().st_size > before, timeout=5)
     finally:
         daemon.stop()
+
+
+class _GatedHandler(SinkHandler):
+    """A relay that holds the first DATA until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.holding = threading.Event()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if not self.received:
+            self.holding.set()
+            while not self.gate.is_set():
+                await asyncio.sleep(0.01)
+        return await super().handle_DATA(server, session, envelope)  # type: ignore[arg-type]
+
+
+def test_mail_queued_while_the_outbox_sends_goes_out_without_waiting_an_interval(
+    sqlite_url: str,
+) -> None:
+    relay = Sink()
+    relay.handler = _GatedHandler()
+    relay.start()
+    config = build_config(
+        config_data(
+            sqlite_url,
+            relay={"port": relay.port, "timeout": 30.0},
+            outbound={"send_interval": 600.0},
+            notifications={"combine_seconds": 0},
+        ),
+        env={},
+    )
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    try:
+        assert daemon.smtp_address is not None and isinstance(relay.handler, _GatedHandler)
+        with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+            client.sendmail("a@customer.test", ["support@example.com"], make_mail())
+            # The sender is now inside its sweep, holding the first acknowledgement at DATA.
+            assert relay.handler.holding.wait(30)
+            client.sendmail(
+                "b@customer.test", ["support@example.com"], make_mail(sender="b@customer.test")
+            )
+        # The second acknowledgement is queued, and its wake-up given, while the sweep runs.
+        time.sleep(2.0)
+        relay.handler.gate.set()
+        wait_for(lambda: relay.to("b@customer.test"), timeout=20)
+    finally:
+        daemon.stop()
+        relay.stop()
+
+
+def test_a_worker_that_does_not_stop_in_time_is_killed(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workers, "STOP_TIMEOUT", 0.5)
+    config = build_config(config_data(sqlite_url, pipeline={"poll_interval": 60.0}), env={})
+    daemon = Daemon(config)  # real worker processes
+    daemon.start()
+    assert daemon.app is not None
+    time.sleep(2.0)  # the worker has swept the empty backlog and sleeps
+    with daemon.app.factory.begin() as session:
+        store_one(session, RawMail(make_mail(), "smtp"), daemon.app.clock.now())
+    database = sqlite3.connect(config.database.url.removeprefix("sqlite:///"))
+    try:
+        database.execute("BEGIN IMMEDIATE")  # the worker will wait for the write lock
+        daemon.wake_pipeline()
+        time.sleep(0.5)
+        started = time.monotonic()
+        daemon.stop()
+        assert time.monotonic() - started < 5.0  # less than the worker's wait for the lock
+    finally:
+        database.rollback()
+        database.close()
+    assert any("pipeline worker 1 did not stop: killing it" in m for m in caplog.messages)

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from mailsupport.app import App, open_app
 from mailsupport.clock import FrozenClock
 from mailsupport.config import Config, build_config
-from mailsupport.daemon import _Signals, run_worker
-from mailsupport.db.engine import checkpoint
+from mailsupport.db.engine import checkpoint, read_session
 from mailsupport.db.inbox import RawMail, Share, store_many
 from mailsupport.db.models import Inbound, InboundState
 from mailsupport.pipeline.runner import ORPHANED_AFTER, Pipeline
+from mailsupport.workers import Restarts, Signals, run_worker
 
 from _fixtures import config_data
 from support import make_mail, wait_for
@@ -36,7 +36,7 @@ def _store(app: App, count: int = COUNT) -> list[int]:
 
 
 def _pending(app: App) -> set[int]:
-    with app.factory() as session:
+    with read_session(app.factory) as session:
         statement = select(Inbound.id).where(Inbound.state == InboundState.PENDING)
         return set(session.execute(statement).scalars())
 
@@ -104,7 +104,7 @@ def test_a_worker_waits_for_a_database_locked_when_it_starts(
     data = config_data(sqlite_url, database={"busy_timeout": 0.1}, pipeline={"poll_interval": 0.1})
     config = build_config(data, env={})
     app = open_app(config, migrate=True)
-    signals = _Signals(threading.Event(), threading.Event(), threading.Event())
+    signals = Signals(threading.Event(), threading.Event(), threading.Event())
     try:
         _store(app, 1)
         blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
@@ -121,3 +121,18 @@ def test_a_worker_waits_for_a_database_locked_when_it_starts(
         signals.stop.set()
         signals.wake.set()
         app.close()
+
+
+def test_a_worker_that_keeps_dying_is_restarted_later_and_later() -> None:
+    restarts = Restarts()
+    restarts.started(100.0)
+    delays = []
+    now = 100.0
+    for _ in range(8):
+        now += 0.5  # dies half a second after each start
+        delays.append(restarts.died(now))
+        now = restarts.due
+        restarts.started(now)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    # A worker that ran a good while before it died gets the first, short delay again.
+    assert restarts.died(now + 3600) == 1.0

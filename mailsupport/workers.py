@@ -1,0 +1,277 @@
+"""The pipeline workers: separate processes (threads in tests) turning stored mail into tickets.
+
+Each worker processes the backlog, then whatever new mail wakes it, and sweeps again at the poll
+interval. The pool replaces a worker that dies (the OOM killer, a crash in a C extension, a
+stray SIGKILL): the listener goes on answering 250 whatever happens to the workers, so mail
+would otherwise pile up unprocessed with nothing but a daemon restart to save it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mailsupport.app import App, open_app
+from mailsupport.clock import Clock
+from mailsupport.config import Config
+from mailsupport.db.inbox import Share
+from mailsupport.errors import StorageError
+from mailsupport.logs import setup_logging
+from mailsupport.pipeline.runner import Pipeline
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 1.0  # how often the pool looks for dead workers
+FIRST_RESTART_DELAY = 1.0  # seconds; doubled for a worker that dies again soon after its start
+MAX_RESTART_DELAY = 60.0
+STABLE_AFTER = 60.0  # a worker alive this long has its restart delay reset
+STOP_TIMEOUT = 60.0  # seconds a stopping worker has to finish its batch before it is killed
+
+
+class Event(Protocol):
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Wakeup:
+    """A wake-up call to another process that the death of that process cannot jam.
+
+    A multiprocessing Event's ``set`` waits for every process asleep in its ``wait`` to wake;
+    one killed while asleep (the OOM killer, SIGKILL, a stop signal sent to the whole process
+    group) made every later ``set`` hang, and with it the inbox writer that wakes the pipeline.
+    A semaphore holding at most one pending wake-up waits for nobody. ``wait`` takes the
+    wake-up it returns for.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._pending = context.BoundedSemaphore(1)
+        self._pending.acquire()  # none pending to begin with
+
+    def set(self) -> None:
+        with contextlib.suppress(ValueError):  # one is pending already
+            self._pending.release()
+
+    def clear(self) -> None:
+        self._pending.acquire(False)
+
+    def is_set(self) -> bool:
+        if not self._pending.acquire(False):
+            return False
+        self.set()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._pending.acquire(True, timeout))
+
+
+@dataclass
+class Signals:
+    """Events shared with the workers (threading or multiprocessing ones)."""
+
+    stop: Event
+    wake: Event  # new mail is stored
+    outbox: Event  # a worker queued outbound mail
+
+
+def run_worker(
+    config: Config, signals: Signals, share: Share | None = None, clock: Clock | None = None
+) -> None:
+    """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
+    app = _open_worker_app(config, signals, clock)
+    if app is None:
+        return
+    pipeline = Pipeline(app.factory, app.config, app.clock)
+    place = share or Share()
+    log.info("pipeline worker %d of %d ready", place.index + 1, place.of)
+    try:
+        while not signals.stop.is_set():
+            signals.wake.clear()
+            try:
+                if pipeline.process_pending(share=share):
+                    signals.outbox.set()
+            except Exception:
+                log.exception("pipeline sweep failed; retrying after the poll interval")
+            signals.wake.wait(config.pipeline.poll_interval)
+    finally:
+        app.close()
+
+
+def _open_worker_app(config: Config, signals: Signals, clock: Clock | None) -> App | None:
+    """The worker's database, once it can be opened; None when told to stop first.
+
+    A database locked or unreachable at start is a passing state, as it is while processing:
+    the worker waits for it instead of ending and leaving the stored mail unprocessed.
+    """
+    while not signals.stop.is_set():
+        try:
+            # A processed message whose commit a power cut undoes is simply processed again,
+            # outbox rows included (they share the transaction); only storing mail must be
+            # flushed each time. Checkpoints are left to the daemon's connections and its job.
+            return open_app(
+                config, clock=clock, migrate=False, flush_each_commit=False, auto_checkpoint=False
+            )
+        except StorageError as exc:
+            log.warning("pipeline worker cannot open the database yet: %s", exc)
+            signals.wake.wait(config.pipeline.poll_interval)
+    return None
+
+
+def _worker_process_main(config: Config, signals: Signals, share: Share) -> None:
+    # A worker is stopped through its event; a Ctrl-C or a stop signal sent to the daemon's
+    # whole process group (systemd does) must not kill it half-way through a message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    setup_logging(logging.INFO)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent, signals), daemon=True).start()
+    run_worker(config, signals, share)
+
+
+def _exit_with_parent(parent: int, signals: Signals) -> None:
+    """Stop when the daemon is gone (killed outright), instead of working on as an orphan."""
+    while not signals.stop.is_set():
+        if os.getppid() != parent:
+            log.warning("the daemon (pid %s) is gone: stopping this worker", parent)
+            signals.stop.set()
+            signals.wake.set()
+            return
+        time.sleep(1.0)
+
+
+class Restarts:
+    """When a dead worker may be started again: at once, then later and later if it keeps dying.
+
+    A worker that dies right after its start (a database it cannot read, a broken install)
+    would otherwise be restarted in a tight loop, each start costing a second of CPU.
+    """
+
+    def __init__(self) -> None:
+        self._delay = 0.0
+        self._started = 0.0
+        self.due = 0.0  # monotonic time from which a start is allowed
+
+    def started(self, now: float) -> None:
+        self._started = now
+
+    def died(self, now: float) -> float:
+        """Record a death; returns the delay before the next start."""
+        if now - self._started >= STABLE_AFTER:
+            self._delay = 0.0
+        self._delay = min(MAX_RESTART_DELAY, max(FIRST_RESTART_DELAY, 2 * self._delay))
+        self.due = now + self._delay
+        return self._delay
+
+
+class _Slot:
+    """One place in the pool: its share of the mail, its wake-up, and whoever fills it now."""
+
+    def __init__(self, share: Share, signals: Signals) -> None:
+        self.share = share
+        self.signals = signals
+        self.worker: Any = None
+        self.restarts = Restarts()
+        self.dead_since: float | None = None
+
+
+class WorkerPool:
+    """Start, watch, wake and stop the pipeline workers."""
+
+    def __init__(self, config: Config, clock: Clock, *, processes: bool = True) -> None:
+        self.config = config
+        self.clock = clock
+        self._processes = processes
+        self._context: Any = multiprocessing.get_context("spawn") if processes else threading
+        # Nobody waits on stop, so a plain Event is safe there.
+        self._stop: Event = self._context.Event()
+        self.outbox: Event = Wakeup(self._context)  # set when a worker has queued mail
+        self._slots: list[_Slot] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        count = self.config.pipeline.workers
+        for number in range(count):
+            signals = Signals(self._stop, Wakeup(self._context), self.outbox)
+            slot = _Slot(Share(number, count), signals)
+            self._slots.append(slot)
+            self._launch(slot)
+        if self._slots:
+            self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+            self._watcher.start()
+
+    def _launch(self, slot: _Slot) -> None:
+        name = f"pipeline-{slot.share.index}"
+        if self._processes:
+            args: tuple[Any, ...] = (self.config, slot.signals, slot.share)
+            slot.worker = self._context.Process(
+                target=_worker_process_main, args=args, name=name, daemon=True
+            )
+        else:
+            args = (self.config, slot.signals, slot.share, self.clock)
+            slot.worker = threading.Thread(target=run_worker, args=args, name=name, daemon=True)
+        slot.worker.start()
+        slot.restarts.started(time.monotonic())
+        slot.dead_since = None
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(WATCH_SECONDS):
+            for slot in self._slots:
+                self._check(slot, time.monotonic())
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        if slot.worker.is_alive():
+            return
+        if slot.dead_since is None:
+            slot.dead_since = now
+            delay = slot.restarts.died(now)
+            code = getattr(slot.worker, "exitcode", None)
+            log.error(
+                "pipeline worker %d died%s; starting a new one in %.0f s",
+                slot.share.index + 1,
+                "" if code is None else f" (exit code {code})",
+                delay,
+            )
+        if now >= slot.restarts.due and not self._stopping.is_set():
+            self._launch(slot)
+            slot.signals.wake.set()  # whatever was stored meanwhile
+
+    def wake(self) -> None:
+        for slot in self._slots:
+            slot.signals.wake.set()
+
+    def stop(self) -> None:
+        """Let every worker finish its message and end; none is started again."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+            self._watcher = None
+        self._stop.set()
+        self.wake()
+        for slot in self._slots:
+            if slot.worker is not None:
+                slot.worker.join(timeout=STOP_TIMEOUT)
+                self._kill_if_stuck(slot)
+        self._slots.clear()
+
+    def _kill_if_stuck(self, slot: _Slot) -> None:
+        # A worker process still running would hold the daemon's exit for ever (multiprocessing
+        # waits for its children). What it was doing is uncommitted and will be done again.
+        if isinstance(slot.worker, multiprocessing.process.BaseProcess) and slot.worker.is_alive():
+            log.error("pipeline worker %d did not stop: killing it", slot.share.index + 1)
+            slot.worker.kill()
+            slot.worker.join(timeout=5)
+
+    def kill(self) -> None:
+        """Kill the worker processes outright, as a crash would (for tests)."""
+        for slot in self._slots:
+            if isinstance(slot.worker, multiprocessing.process.BaseProcess):
+                slot.worker.kill()
