@@ -94,6 +94,23 @@ class Daemon:
         self.smtp_address: tuple[str, int] | None = None
 
     def start(self) -> None:
+        """Start everything; on failure, stop what had started and raise what went wrong."""
+        try:
+            self._start_all()
+        except BaseException:
+            # Worker processes and threads started before the failure would otherwise run on,
+            # and a worker process keeps the interpreter from exiting.
+            self._stop_quietly()
+            raise
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            # What made the start fail is the news; a failing clean-up must not hide it.
+            log.exception("stopping after a failed start failed too")
+
+    def _start_all(self) -> None:
         self.app = open_app(self.config, clock=self.clock, migrate=True, auto_checkpoint=False)
         self._workers.start()
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)

@@ -231,3 +231,21 @@ def test_a_worker_that_does_not_stop_in_time_is_killed(
         database.rollback()
         database.close()
     assert any("pipeline worker 1 did not stop: killing it" in m for m in caplog.messages)
+
+
+def test_a_start_that_fails_stops_what_it_had_started(sqlite_url: str) -> None:
+    """Worker processes and threads started before the listener failed must not run on."""
+    import multiprocessing
+
+    threads_before = set(threading.enumerate())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = config_data(sqlite_url, smtp={"port": port}, outbound={"send_interval": 600})
+        daemon = Daemon(build_config(data, env={}))  # real worker processes
+        with pytest.raises(OSError):
+            daemon.start()
+    assert multiprocessing.active_children() == []
+    left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    assert left == []

@@ -39,21 +39,10 @@ def serve(ctx: CliContext) -> None:
         "LMTP" if config.smtp.lmtp else "SMTP",
         shown_url(config.database.url),
     )
-    daemon = Daemon(config)
     try:
-        daemon.serve_forever()
+        Daemon(config).serve_forever()  # a start that fails stops what it had started
     except Exception as exc:
-        # A start that failed half-way has worker processes and threads running already.
-        _stop(daemon)
         raise _start_failure(config, exc) from exc
-
-
-def _stop(daemon: Daemon) -> None:
-    try:
-        daemon.stop()
-    except Exception:
-        # What made the start fail is the news; a failing clean-up must not hide it.
-        log.exception("stopping after a failed start failed too")
 
 
 def _start_failure(config: Config, exc: Exception) -> Exception:
