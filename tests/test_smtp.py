@@ -19,6 +19,7 @@ from mailsupport.config import build_config
 from mailsupport.daemon import Daemon
 from mailsupport.db.engine import read_session
 from mailsupport.intake.smtp import LONG_LINE_LIMIT
+from mailsupport.intake.writer import InboxWriter
 
 from _fixtures import config_data, write_config
 from support import inbound, make_mail, show_ticket, wait_for
@@ -51,6 +52,7 @@ class _Wire:
 
     def __init__(self, sock: socket.socket) -> None:
         self._stream = sock.makefile("rwb")
+        self.is_closed = False
 
     def send(self, data: bytes) -> None:
         self._stream.write(data)
@@ -67,6 +69,11 @@ class _Wire:
         self.send(line + b"\r\n")
         return self.reply()
 
+    def closed(self) -> bool:
+        """Whether the server has closed the connection (nothing more to read)."""
+        self.is_closed = self._stream.readline() == b""
+        return self.is_closed
+
 
 @contextmanager
 def _wire(daemon: Daemon, *, lmtp: bool = False) -> Iterator[_Wire]:
@@ -77,7 +84,8 @@ def _wire(daemon: Daemon, *, lmtp: bool = False) -> Iterator[_Wire]:
         assert wire.reply().startswith(b"220")
         assert wire.command(b"LHLO client.test" if lmtp else b"EHLO client.test").startswith(b"250")
         yield wire
-        assert wire.command(b"QUIT").startswith(b"221")  # the server ends its side first
+        if not wire.is_closed:
+            assert wire.command(b"QUIT").startswith(b"221")  # the server ends its side first
 
 
 def _stored_raw(daemon: Daemon, message_id: str) -> bytes:
@@ -327,6 +335,12 @@ def test_line_end_split_between_reads_ends_the_line(daemon: Daemon) -> None:
 @contextmanager
 def _lmtp_daemon(sqlite_url: str, **sections: dict[str, Any]) -> Iterator[Daemon]:
     sections["smtp"] = {"lmtp": True, **sections.get("smtp", {})}
+    with _running(sqlite_url, **sections) as daemon:
+        yield daemon
+
+
+@contextmanager
+def _running(sqlite_url: str, **sections: dict[str, Any]) -> Iterator[Daemon]:
     config = build_config(config_data(sqlite_url, **sections), env={})
     daemon = Daemon(config, worker_processes=False)
     daemon.start()
@@ -390,3 +404,31 @@ def test_lmtp_451_once_per_recipient(sqlite_url: str) -> None:
             blocker.close()
         assert all(reply.startswith(b"451 ") for reply in replies), replies
         _assert_session_goes_on(wire)
+
+
+def _store_fails_unexpectedly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault of the listener's own, not the database's (which the writer turns into 451)."""
+
+    async def broken(self: InboxWriter, mail: object) -> None:
+        raise RuntimeError("a bug in the listener")
+
+    monkeypatch.setattr(InboxWriter, "store", broken)
+
+
+@pytest.mark.parametrize("lmtp", [False, True])
+def test_an_unexpected_error_answers_421_and_closes_so_the_mail_is_retried(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, lmtp: bool
+) -> None:
+    with _running(sqlite_url, smtp={"lmtp": lmtp}) as daemon:
+        with _wire(daemon, lmtp=lmtp) as wire:
+            _store_fails_unexpectedly(monkeypatch)
+            assert wire.command(b"MAIL FROM:<carol@customer.test>").startswith(b"250")
+            assert wire.command(b"RCPT TO:<support@example.com>").startswith(b"250")
+            assert wire.command(b"DATA").startswith(b"354")
+            wire.send(_crlf(make_mail(message_id="<later@customer.test>")) + b".\r\n")
+            assert wire.reply().startswith(b"421 4.3.0 "), "never a 5xx, which would bounce it"
+            assert wire.closed()
+        monkeypatch.undo()
+        if not lmtp:
+            assert _send(daemon, make_mail(message_id="<later@customer.test>")) == {}
+            wait_for(lambda: _ticket_count(daemon) == 1)

@@ -31,6 +31,7 @@ LONG_LINE_LIMIT = 1 << 20
 # at what precedes it lets a whole run of lines be taken at once.
 _DOT_LINE = b".\r\n"
 _END = b"\r\n" + _DOT_LINE
+_UNEXPECTED = "421 4.3.0 Local error in processing; try again later"
 
 
 class _Section:
@@ -174,6 +175,20 @@ class _BlockData(SMTP):
 
     def _end_transaction(self) -> None:
         self._set_post_data_state()  # type: ignore[no-untyped-call]  # unannotated in aiosmtpd
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A failure of ours is never the sender's fault: 421, and the connection is closed.
+
+        aiosmtpd answers 500, on which the sending server bounces the mail. A 421 makes it keep
+        the mail and try again later; closing leaves no half-read DATA to be taken for commands,
+        and LMTP clients read it as the answer for every recipient.
+        """
+        peer = self.session.peer if self.session is not None else None
+        log.error("session with %s failed; answered 421", peer, exc_info=error)
+        if self.transport is not None:
+            # Run after the reply is written: close() still sends what the transport holds.
+            asyncio.get_running_loop().call_soon(self.transport.close)
+        return _UNEXPECTED
 
 
 class _SMTP(_BlockData):
