@@ -47,7 +47,7 @@ _PREFIX_WORDS = (
     "전달",
 )
 _PREFIX_RE = re.compile(
-    r"^\s*(?:\[[^\]]*\]\s*)?"  # a mailing list tag may precede the prefix
+    r"^\s*(?:(?P<tag>\[[^\]]*\])\s*)?"  # a bracket ([list], [URGENT]) may precede the prefix
     r"(?:" + "|".join(sorted({re.escape(w) for w in _PREFIX_WORDS}, key=len, reverse=True)) + r")"
     r"\s*(?:\[\d+\]|\^\d+|\(\d+\))?\s*[:：]\s*",
     re.IGNORECASE,
@@ -68,13 +68,21 @@ def find_ticket_number(subject: str, tag: str) -> int | None:
 
 
 def strip_prefixes(subject: str) -> str:
-    """Remove any run of Re:/Fwd:/AW:/Ответ:... prefixes from the front of a subject."""
+    """Remove any run of Re:/Fwd:/AW:/Ответ:... prefixes from the front of a subject.
+
+    A bracket before a prefix stays: it may be a list's name or the customer's "[URGENT]",
+    and the same subject without a prefix keeps it too.
+    """
     previous = None
     text = subject
     while previous != text:
         previous = text
-        text = _PREFIX_RE.sub("", text, count=1)
+        text = _PREFIX_RE.sub(_bracket_only, text, count=1)
     return text
+
+
+def _bracket_only(match: re.Match[str]) -> str:
+    return f"{match['tag']} " if match["tag"] else ""
 
 
 def clean_subject(subject: str, tag: str) -> str:

@@ -43,6 +43,20 @@ def test_other_tags_and_lookalikes_are_not_ours() -> None:
 def test_clean_subject_removes_prefixes_and_tag() -> None:
     assert clean_subject("Re: AW: [ACME #12] Printer jammed", "ACME") == "Printer jammed"
     assert clean_subject("Ответ: Re[2]: принтер", "ACME") == "принтер"
+
+
+@pytest.mark.parametrize(
+    ("subject", "cleaned"),
+    [
+        ("[URGENT] Re: Printer jammed", "[URGENT] Printer jammed"),
+        ("Re: [users] Re: RE: Printer jammed", "[users] Printer jammed"),
+        ("[ACME #12] Re: Printer jammed", "Printer jammed"),
+        ("[URGENT]Re:Printer jammed", "[URGENT] Printer jammed"),
+        ("[URGENT] Printer jammed", "[URGENT] Printer jammed"),
+    ],
+)
+def test_a_bracket_before_a_reply_prefix_is_kept(subject: str, cleaned: str) -> None:
+    assert clean_subject(subject, "ACME") == cleaned
     assert clean_subject("   ", "ACME") == "(no subject)"
     assert clean_subject("Re: Resolution needed", "ACME") == "Resolution needed"
     assert len(clean_subject("x" * 5000, "ACME")) == 250
