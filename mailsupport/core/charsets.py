@@ -184,9 +184,14 @@ _DETECTED = (
     "cp949",
 )
 _COMMONNESS = {codec: rank for rank, codec in enumerate(_DETECTED)}
+_WESTERN = frozenset({"cp1252", "iso8859_15"})
 # charset-normalizer's own margins for readings it cannot tell apart (CharsetMatch.__lt__).
 _SAME_CHAOS = 0.005
 _SAME_COHERENCE = 0.02
+# Words holding 8-bit bytes, and such a word with only bytes that are Russian letters in both
+# cp1251 and KOI8-R.
+_EIGHT_BIT_WORD = re.compile(rb"[A-Za-z\x80-\xff]*[\x80-\xff][A-Za-z\x80-\xff]*")
+_CYRILLIC_WORD = re.compile(rb"[\xa3\xa8\xb3\xb8\xc0-\xff]+")
 
 # Bounded so that a header full of unterminated words costs linear time, not quadratic.
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.{0,4000}?)\?=", re.DOTALL)
@@ -327,14 +332,36 @@ def _decode_damaged(data: bytes, codec: str, declared: str) -> Decoded:
 
 def _guess(data: bytes) -> Decoded:
     """Detect the charset of undeclared or misdeclared bytes; a Western code page at worst."""
-    if len(data) >= _MIN_DETECT_BYTES:
-        detected = _detect(data)
-        if detected is not None:
-            return detected
+    detected = _detect(data) if len(data) >= _MIN_DETECT_BYTES else None
+    if detected is None or detected.codec in _WESTERN:
+        # Too few letters for detection to see what a Russian word is: "Re: Счет".
+        codec = _short_cyrillic(data)
+        if codec is not None:
+            return Decoded(data.decode(codec), codec)
+    if detected is not None:
+        return detected
     text = _strict(data, "cp1252")
     if text is not None:
         return Decoded(text, "cp1252")
     return Decoded(data.decode("latin-1"), "latin-1")
+
+
+def _short_cyrillic(data: bytes) -> str | None:
+    """cp1251 or KOI8-R for a word or two too short to detect, such as a name "Иван".
+
+    Both code pages put the Russian alphabet at 0xC0-0xFF (and ё near 0xA8/0xB8), where cp1252
+    has accented Latin letters; a Western word holds those among plain letters ("Grüße",
+    "café"), so words made of them alone are Cyrillic. cp1251 puts lower case in the upper
+    half of that range and KOI8-R in the lower half, and most letters of a text are lower case.
+    """
+    words = _EIGHT_BIT_WORD.findall(data)
+    if not words or not all(_CYRILLIC_WORD.fullmatch(word) for word in words):
+        return None
+    letters = b"".join(words)
+    if len(letters) < 2:
+        return None  # "à" alone is as likely
+    upper_half = sum(byte >= 0xE0 for byte in letters)
+    return "cp1251" if 2 * upper_half >= len(letters) else "koi8_r"
 
 
 def _detect(data: bytes) -> Decoded | None:

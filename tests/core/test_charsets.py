@@ -183,6 +183,20 @@ def test_undeclared_western_text_stays_western(text: str) -> None:
     assert decode_text(text.encode("cp1252"), None).text == text
 
 
+@pytest.mark.parametrize("codec", ["cp1251", "koi8_r"])
+@pytest.mark.parametrize("text", ["Иван", "Счет", "Я тут", "Пётр", "Re: Счет", "Заказ 15"])
+def test_short_undeclared_russian_is_read_in_either_code_page(codec: str, text: str) -> None:
+    # Too short for detection: before, these came out as cp1252 ("Ñ÷åò" for "Счет").
+    assert decode_text(text.encode(codec), None).text == text
+    raw = text.encode(codec).decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw).text == text
+
+
+@pytest.mark.parametrize("text", ["à", "où", "Ça va", "Øl", "Müller", "café", "±5°C", "Größe"])
+def test_short_undeclared_western_text_stays_western(text: str) -> None:
+    assert decode_text(text.encode("cp1252"), None).text == text
+
+
 def test_raw_8bit_cyrillic_header_without_any_charset_is_detected() -> None:
     raw = "Иван Петров".encode("cp1251").decode("ascii", "surrogateescape")
     assert decode_raw_header(raw).text == "Иван Петров"
