@@ -434,3 +434,35 @@ def test_an_operator_cannot_have_one_of_our_addresses(
     assert (also.exit_code, also.output.strip()) == (1, expected)
     listed = json.loads(run_cli(with_own_addresses, "operators", "list", "--json").stdout)
     assert [(o["email"], o["addresses"]) for o in listed] == [("alice@example.com", [])]
+
+
+def test_showing_commands_do_not_wait_for_the_write_lock(tmp_path: Path, sqlite_url: str) -> None:
+    """The pipeline may hold SQLite's write lock for a batch; reading must not queue for it."""
+    import sqlite3
+
+    from mailsupport.app import open_app
+    from mailsupport.config import build_config
+
+    data = config_data(sqlite_url, database={"busy_timeout": 0.2})
+    app = open_app(build_config(data, env={}), migrate=True)
+    try:
+        ingest(app, make_mail())
+    finally:
+        app.close()
+    config_file = str(write_config(tmp_path / "short.toml", data))
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # a writer in the middle of its transaction
+    try:
+        for command in (
+            ["tickets", "show", "1", "--json"],
+            ["tickets", "list"],
+            ["quarantine", "list"],
+            ["outbox", "list"],
+            ["operators", "list"],
+        ):
+            result = run_cli(config_file, *command)
+            assert result.exit_code == 0, (command, result.output)
+        assert run_cli(config_file, "tickets", "status", "1", "open").exit_code == 1  # a writer
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()

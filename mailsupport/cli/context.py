@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from mailsupport.app import App, open_app
 from mailsupport.config import Config, load_config
+from mailsupport.db.engine import read_session
 from mailsupport.outbound.notify import Notifier
 
 
@@ -39,6 +40,13 @@ class CliContext:
         with self.app.factory.begin() as session:
             yield session
             self.notifier.flush(session)
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for a command that only shows: on SQLite it does not queue for the write
+        lock, so `tickets show` answers at once while the pipeline is busy."""
+        with read_session(self.app.factory) as session:
+            yield session
 
     @property
     def notifier(self) -> Notifier:

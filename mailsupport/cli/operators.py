@@ -71,7 +71,7 @@ def remove_command(ctx: CliContext, operator: str) -> None:
 @pass_context
 def list_command(ctx: CliContext, as_json: bool) -> None:
     """List operators with their queues and alternate addresses."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         rows = [_view(session, o) for o in list_operators(session)]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))

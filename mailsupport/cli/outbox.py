@@ -48,7 +48,7 @@ def outbox() -> None:
 @pass_context
 def list_command(ctx: CliContext, status: str | None, as_json: bool) -> None:
     """List outbound mail, newest first."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         rows = [outbox_view(r) for r in list_outbox(session, status)]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -66,7 +66,7 @@ def list_command(ctx: CliContext, status: str | None, as_json: bool) -> None:
 @pass_context
 def show_command(ctx: CliContext, outbox_id: int, raw: bool) -> None:
     """Show one outbound mail with each recipient's delivery state."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         row = get_outbox(session, outbox_id)
         view, content = outbox_view(row), row.raw
     if raw:

@@ -36,7 +36,7 @@ def quarantine() -> None:
 @pass_context
 def list_command(ctx: CliContext, as_json: bool) -> None:
     """List quarantined messages with their reasons."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         rows = [_row(r) for r in list_quarantined(session)]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -52,7 +52,7 @@ def list_command(ctx: CliContext, as_json: bool) -> None:
 @pass_context
 def show_command(ctx: CliContext, inbound_id: int, raw: bool) -> None:
     """Show a stored message's state and reason (or its raw bytes)."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         row = get_inbound(session, inbound_id)
         data, content = _row(row), row.raw
     if raw:

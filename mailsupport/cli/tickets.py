@@ -37,7 +37,7 @@ def tickets() -> None:
 @pass_context
 def list_command(ctx: CliContext, status: str | None, as_json: bool) -> None:
     """List tickets, oldest first."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         rows = [ticket_summary(t) for t in list_tickets(session, status)]
     if as_json:
         _dump(rows)
@@ -56,7 +56,7 @@ def list_command(ctx: CliContext, status: str | None, as_json: bool) -> None:
 @pass_context
 def show_command(ctx: CliContext, number: int, as_json: bool) -> None:
     """Show one ticket with its conversation."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         detail = ticket_detail(session, get_ticket(session, number))
     if as_json:
         _dump(detail)

@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from mailsupport.db.engine import READ_ONLY
 from mailsupport.errors import StorageError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -51,7 +52,9 @@ def check_known(revision: str | None) -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
+    # Read-only, so that opening the database (every CLI command does) need not wait for a
+    # writer such as a pipeline batch to finish.
+    with engine.connect().execution_options(**READ_ONLY) as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
