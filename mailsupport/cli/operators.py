@@ -19,7 +19,7 @@ from mailsupport.domain.operators import (
     leave_queue,
     list_operators,
     queues_of,
-    refuse_own_address,
+    refuse_operator_address,
     remove_address,
     remove_operator,
 )
@@ -48,7 +48,7 @@ def operators() -> None:
 @pass_context
 def add_command(ctx: CliContext, email: str, name: str, queues: tuple[str, ...]) -> None:
     """Add an operator."""
-    refuse_own_address(ctx.config, email)
+    refuse_operator_address(ctx.config, email)
     with ctx.transaction() as session:
         operator = add_operator(session, email, name, ctx.app.clock.now())
         for queue in queues:
@@ -123,7 +123,7 @@ def address_group() -> None:
 @pass_context
 def address_add(ctx: CliContext, operator: str, address: str) -> None:
     """Let an operator also write from ADDRESS."""
-    refuse_own_address(ctx.config, address)
+    refuse_operator_address(ctx.config, address)
     with ctx.transaction() as session:
         who = find_operator(session, operator)
         add_address(session, who, address)

@@ -7,9 +7,8 @@ import click
 from mailsupport.cli.context import CliContext, pass_context
 from mailsupport.core.message import Address
 from mailsupport.domain.actors import cli_actor
-from mailsupport.domain.contacts import get_or_create_contact, typed_email
+from mailsupport.domain.contacts import get_or_create_contact, refuse_own_address, typed_email
 from mailsupport.domain.tickets import add_participant, get_ticket, remove_participant
-from mailsupport.errors import InvalidValueError
 
 
 @click.group()
@@ -25,9 +24,7 @@ def participants() -> None:
 def add_command(ctx: CliContext, number: int, email: str, name: str) -> None:
     """Copy EMAIL on ticket NUMBER: they get its replies and notices from now on."""
     email = typed_email(email)
-    key = ctx.config.own_address_key(email)
-    if key is not None:
-        raise InvalidValueError(f"{email} is an address of mailsupport's own ({key})")
+    refuse_own_address(ctx.config, email)
     now = ctx.app.clock.now()
     with ctx.transaction() as session:
         ticket = get_ticket(session, number, for_update=True)

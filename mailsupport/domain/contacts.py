@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from mailsupport.config import Config
 from mailsupport.core.limits import address_problem
 from mailsupport.core.message import Address
 from mailsupport.db.memo import ends_with_transaction
@@ -36,6 +37,19 @@ def typed_email(text: str) -> str:
     if not _TYPED_EMAIL.match(email) or address_problem(email) is not None:
         raise InvalidValueError(f"Not an email address: {email}")
     return email
+
+
+def refuse_own_address(config: Config, address: str, *, because: str = "") -> None:
+    """Refuse an address mailsupport receives mail at (any ``+extension`` aside) as a person's.
+
+    Mail sent to it would come back in as new mail; ``because`` says what that would mean here.
+    """
+    key = config.own_address_key(address)
+    if key is not None:
+        reason = f": {because}" if because else ""
+        raise InvalidValueError(
+            f"{address.strip().lower()} is an address of mailsupport's own ({key}){reason}"
+        )
 
 
 def load_contacts(session: Session, emails: Iterable[str]) -> None:

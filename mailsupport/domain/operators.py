@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from mailsupport.config import Config
 from mailsupport.db.memo import forget, remembered
 from mailsupport.db.models import Operator, OperatorAddress, OperatorQueue, Queue
-from mailsupport.domain.contacts import typed_email
+from mailsupport.domain.contacts import refuse_own_address, typed_email
 from mailsupport.errors import InvalidValueError, NotFoundError
 
 # Prepared once: the pipeline asks these for every message.
@@ -24,18 +24,13 @@ _QUEUE_MEMBERS = (
 )
 
 
-def refuse_own_address(config: Config, address: str) -> None:
+def refuse_operator_address(config: Config, address: str) -> None:
     """Refuse an address mailsupport receives mail at as an operator's.
 
     Mail to the operator would come back in as new mail, and mail from that address would
     pass for the operator's.
     """
-    key = config.own_address_key(address)
-    if key is not None:
-        raise InvalidValueError(
-            f"{address.strip().lower()} is an address of mailsupport's own ({key}): "
-            "mail to the operator would come back to it"
-        )
+    refuse_own_address(config, address, because="mail to the operator would come back to it")
 
 
 def add_operator(session: Session, email: str, name: str, now: datetime) -> Operator:
