@@ -23,7 +23,8 @@ Variables every template receives:
 
 Status templates (``status_open``, ``status_waiting``, ``status_resolved``, ``status_closed``)
 also receive ``old_status`` and ``new_status``; ``status_resolved`` uses ``auto_close_days``
-when it is given.
+when it is given. Nothing closes resolved tickets by itself yet, so nothing gives it, and the
+shipped mail then promises only what happens: a reply reopens the request.
 
 The shipped notices are plain text only, one line per paragraph: clients wrap lines to the
 screen, where text wrapped at 72 columns breaks raggedly on a phone, and quoted-printable keeps

@@ -87,6 +87,21 @@ def test_acknowledgement_says_how_to_continue_the_ticket() -> None:
     assert "[ACME #1042]" in russian and "ответьте" in russian
 
 
+@pytest.mark.parametrize(
+    ("language", "reopens", "closing"),
+    [
+        ("en", "your reply reopens the request", "close"),
+        ("ru", "ваш ответ снова откроет", "закрыт"),
+    ],
+)
+def test_resolved_promises_no_closing_that_nothing_does(
+    language: str, reopens: str, closing: str
+) -> None:
+    text = Templates().render("status_resolved", language, context()).text
+    assert reopens in text
+    assert closing not in text
+
+
 def test_resolved_mentions_the_auto_close_period_when_known() -> None:
     templates = Templates()
     assert "within" not in templates.render("status_resolved", "en", context()).text
