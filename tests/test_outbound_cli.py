@@ -125,3 +125,46 @@ def test_status_change_from_the_cli_queues_a_notice(tmp_path: Path, sqlite_url: 
     assert run_cli(config_file, "tickets", "status", "1", "waiting").exit_code == 0
     kinds = sorted(str(r["kind"]) for r in _outbox(config_file))
     assert kinds == ["acknowledgement", "status"]
+
+
+def _ticket_text(config_file: str) -> str:
+    result = run_cli(config_file, "tickets", "show", "1")
+    assert result.exit_code == 0, result.output
+    return str(result.stdout)
+
+
+def test_tickets_show_says_how_far_each_mail_we_sent_got(tmp_path: Path, sqlite_url: str) -> None:
+    relay = Sink().start()
+    relay.handler.refuse["dave@customer.test"] = "550 5.1.1 no such user"
+    data = config_data(sqlite_url, relay={"port": relay.port}, notifications={"combine_seconds": 0})
+    config_file = str(write_config(tmp_path / "c.toml", data))
+    try:
+        mail = make_mail(cc="dave@customer.test")
+        assert run_cli(config_file, "deliver", input=mail).exit_code == 0
+        assert run_cli(config_file, "tickets", "status", "1", "waiting").exit_code == 0
+        text = _ticket_text(config_file)
+        assert "sent by us" not in text
+        assert (
+            "   (acknowledgement, outbox 1: pending)\n   to carol@customer.test: pending\n" in text
+        )
+        from mailsupport.app import open_app
+        from mailsupport.config import load_config
+        from mailsupport.outbound.sender import OutboxSender
+
+        app = open_app(load_config(config_file))
+        OutboxSender(app.factory, app.config, app.clock).send_due()
+        app.close()
+        text = _ticket_text(config_file)
+        assert "   (acknowledgement, outbox 1: sent)\n   to carol@customer.test: sent\n" in text
+        assert "to dave@customer.test: failed (550 5.1.1 no such user)" in text
+        shown = json.loads(run_cli(config_file, "tickets", "show", "1", "--json").stdout)
+        delivered = {
+            r["address"]: r["status"]
+            for m in shown["messages"]
+            if m["direction"] == "out"
+            for r in m["delivery"]["recipients"]
+        }
+        assert delivered == {"carol@customer.test": "sent", "dave@customer.test": "failed"}
+        assert shown["messages"][0]["delivery"] is None  # the customer's own mail
+    finally:
+        relay.stop()

@@ -74,13 +74,25 @@ def _print_detail(detail: dict[str, Any]) -> None:
         arrow = "<-" if message["direction"] == "in" else "->"
         internal = " [internal]" if message["internal"] else ""
         click.echo(f"\n{arrow} {message['date']} {message['from']}{internal}")
-        click.echo(f"   ({message['thread_reason']})")
+        if message["delivery"] is None:
+            click.echo(f"   ({message['thread_reason']})")
+        else:
+            _print_delivery(message["kind"], message["delivery"])
         for attachment in message["attachments"]:
             click.echo(
                 f"   [attachment] {attachment['filename']} "
                 f"({attachment['content_type']}, {attachment['size']} bytes)"
             )
         click.echo(message["text"].rstrip())
+
+
+def _print_delivery(kind: str, delivery: dict[str, Any]) -> None:
+    """How far a mail we sent got, for each recipient: queued is not delivered."""
+    click.echo(f"   ({kind}, outbox {delivery['outbox_id']}: {delivery['status']})")
+    for recipient in delivery["recipients"]:
+        reply = " ".join(str(p) for p in (recipient["code"], recipient["detail"]) if p)
+        said = f" ({reply})" if reply and recipient["status"] != "sent" else ""
+        click.echo(f"   to {recipient['address']}: {recipient['status']}{said}")
 
 
 @tickets.command("assign")

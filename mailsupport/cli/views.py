@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailsupport.clock import as_utc
-from mailsupport.db.models import Message, Ticket
+from mailsupport.db.models import Message, Outbox, Ticket
 from mailsupport.domain.tickets import participants
 
 
@@ -31,7 +32,22 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
     }
 
 
-def message_view(message: Message) -> dict[str, Any]:
+def delivery_view(row: Outbox) -> dict[str, Any]:
+    """Where an outbound mail stands: overall and for each of its recipients."""
+    return {
+        "outbox_id": row.id,
+        "status": row.state,
+        "attempts": row.attempts,
+        "sent_at": _iso(row.sent_at) if row.sent_at else None,
+        "recipients": [
+            {"address": r.address, "status": r.state, "code": r.code, "detail": r.detail}
+            for r in row.recipients
+        ],
+    }
+
+
+def message_view(message: Message, delivery: Outbox | None = None) -> dict[str, Any]:
+    """A message as plain data; ``delivery`` is the outbox row of one we sent."""
     return {
         "message_id": message.message_id,
         "from": message.from_email,
@@ -53,6 +69,7 @@ def message_view(message: Message) -> dict[str, Any]:
         ],
         "thread_reason": message.thread_reason,
         "outbox_id": message.outbox_id,
+        "delivery": delivery_view(delivery) if delivery is not None else None,
     }
 
 
@@ -62,11 +79,21 @@ def ticket_detail(session: Session, ticket: Ticket) -> dict[str, Any]:
         .scalars()
         .all()
     )
+    deliveries = _deliveries(session, messages)
     return {
         **ticket_summary(ticket),
         "participants": [
             {"email": p.contact.email, "name": p.contact.name, "role": p.role}
             for p in participants(session, ticket)
         ],
-        "messages": [message_view(m) for m in messages],
+        "messages": [message_view(m, deliveries.get(m.outbox_id or 0)) for m in messages],
     }
+
+
+def _deliveries(session: Session, messages: Sequence[Message]) -> dict[int, Outbox]:
+    """The outbox rows of the messages we sent, by id, with their recipients."""
+    ids = [m.outbox_id for m in messages if m.outbox_id is not None]
+    if not ids:
+        return {}
+    rows = session.execute(select(Outbox).where(Outbox.id.in_(ids))).scalars()
+    return {row.id: row for row in rows}

@@ -166,7 +166,7 @@ def _sent_message(
         date=mail.date or now,
         text=mail.text,
         kind=kind,
-        thread_reason=f"sent by us: {kind}",
+        thread_reason=f"queued by us: {kind}",
         internal=internal,
         outbox_id=row.id,
         operator_id=operator_id,
