@@ -453,3 +453,46 @@ def test_full_loop_through_the_listener(db_url: str, relay: Sink) -> None:
         assert ALICE.encode() not in copy.data
     finally:
         daemon.stop()
+
+
+def test_customer_follow_up_reaches_operators_without_the_quoted_acknowledgement(
+    db_url: str, relay: Sink
+) -> None:
+    config = operator_config(db_url, relay, outbound={"send_interval": 0.2})
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    try:
+        assert daemon.app is not None and daemon.smtp_address is not None
+        add_staff(daemon.app)
+        with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+            client.sendmail(CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+        ack = wait_for(lambda: relay.to(CUSTOMER), timeout=30)[0].message
+        ack_text = ack.get_body(("plain",)).get_content()
+        assert "registered it as request" in ack_text
+        outlook = (
+            "The drum is new, it still jams.\n\nCarol\n\n________________________________\n"
+            f"From: ACME Support <support@example.com>\nSent: Monday, March 2, 2026 9:00 AM\n"
+            f"To: Carol Customer <{CUSTOMER}>\nSubject: {ack['Subject']}\n\n{ack_text}"
+        )
+        gmail = "Any news?\n\nOn Mon, Mar 2, 2026 at 9:00 AM ACME Support <support@example.com>"
+        gmail += " wrote:\n\n" + "".join(f"> {line}\n" for line in ack_text.splitlines())
+        for number, body in enumerate((outlook, gmail), start=2):
+            follow_up = make_mail(
+                subject=f"RE: {ack['Subject']}", body=body, in_reply_to=ack["Message-ID"]
+            )
+            with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+                client.sendmail(CUSTOMER, ["support@example.com"], follow_up)
+            wait_for(lambda n=number: len(relay.to(ALICE)) == n, timeout=30)
+        new_texts = ["The drum is new, it still jams.\n\nCarol", "Any news?"]
+        notices = [
+            r.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+            for r in relay.to(ALICE)[1:]
+        ]
+        # "<author> wrote:", a blank line, the text, then the ticket's summary after "--".
+        assert [n.split("\n\n", 1)[1].split("\n--\n", 1)[0].strip() for n in notices] == new_texts
+        assert all("registered it as request" not in notice for notice in notices)
+        stored = [m for m in ticket_json(daemon.app, 1)["messages"] if m["direction"] == "in"]
+        assert [m["text"] for m in stored[1:]] == new_texts
+        assert "registered it as request" in stored[1]["text_full"]
+    finally:
+        daemon.stop()

@@ -53,18 +53,19 @@ def list_command(ctx: CliContext, status: str | None, as_json: bool) -> None:
 @tickets.command("show")
 @click.argument("number", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--full", is_flag=True, help="Each mail's whole text, with what it quoted.")
 @pass_context
-def show_command(ctx: CliContext, number: int, as_json: bool) -> None:
+def show_command(ctx: CliContext, number: int, as_json: bool, full: bool) -> None:
     """Show one ticket with its conversation."""
     with ctx.reading() as session:
         detail = ticket_detail(session, get_ticket(session, number))
     if as_json:
         _dump(detail)
         return
-    _print_detail(detail)
+    _print_detail(detail, full=full)
 
 
-def _print_detail(detail: dict[str, Any]) -> None:
+def _print_detail(detail: dict[str, Any], *, full: bool) -> None:
     click.echo(f"Ticket #{detail['number']}: {detail['subject']}")
     for key in ("status", "priority", "queue", "requester", "assignee"):
         click.echo(f"  {key:<10} {detail[key] or '-'}")
@@ -83,7 +84,15 @@ def _print_detail(detail: dict[str, Any]) -> None:
                 f"   [attachment] {attachment['filename']} "
                 f"({attachment['content_type']}, {attachment['size']} bytes)"
             )
-        click.echo(message["text"].rstrip())
+        _print_text(message, detail["number"], full=full)
+
+
+def _print_text(message: dict[str, Any], number: int, *, full: bool) -> None:
+    """The message's text; with ``full``, the whole mail as it came, quotes included."""
+    text, whole = message["text"].strip(), message["text_full"].strip()
+    click.echo(message["text_full"].rstrip() if full else message["text"].rstrip())
+    if not full and whole != text:
+        click.echo(f"   [shortened: `tickets show {number} --full` shows the whole mail]")
 
 
 def _print_delivery(kind: str, delivery: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from mailsupport.clock import as_utc
 from mailsupport.db.models import Message, Outbox, Ticket
+from mailsupport.domain.messages import full_texts
 from mailsupport.domain.tickets import participants
 
 
@@ -46,8 +47,11 @@ def delivery_view(row: Outbox) -> dict[str, Any]:
     }
 
 
-def message_view(message: Message, delivery: Outbox | None = None) -> dict[str, Any]:
-    """A message as plain data; ``delivery`` is the outbox row of one we sent."""
+def message_view(
+    message: Message, delivery: Outbox | None = None, text_full: str | None = None
+) -> dict[str, Any]:
+    """A message as plain data; ``delivery`` is the outbox row of one we sent, ``text_full``
+    the whole text of the mail (with what it quoted) when known."""
     return {
         "message_id": message.message_id,
         "from": message.from_email,
@@ -58,6 +62,7 @@ def message_view(message: Message, delivery: Outbox | None = None) -> dict[str, 
         "kind": message.kind,
         "subject": message.subject,
         "text": message.text,
+        "text_full": message.text if text_full is None else text_full,
         "attachments": [
             {
                 "id": a.id,
@@ -80,13 +85,16 @@ def ticket_detail(session: Session, ticket: Ticket) -> dict[str, Any]:
         .all()
     )
     deliveries = _deliveries(session, messages)
+    whole = full_texts(session, messages)
     return {
         **ticket_summary(ticket),
         "participants": [
             {"email": p.contact.email, "name": p.contact.name, "role": p.role}
             for p in participants(session, ticket)
         ],
-        "messages": [message_view(m, deliveries.get(m.outbox_id or 0)) for m in messages],
+        "messages": [
+            message_view(m, deliveries.get(m.outbox_id or 0), whole.get(m.id)) for m in messages
+        ],
     }
 
 

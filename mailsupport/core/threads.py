@@ -44,6 +44,9 @@ class Decision:
     # by its subject tag alone: From is easily forged and numbers easily guessed, and whoever
     # joins a ticket receives its replies from then on.
     adds_copied: bool = True
+    # For a new ticket opened because the one the mail answers is closed: that ticket. Its
+    # quoted history is on the closed ticket, not news for the new one.
+    closed_ticket: int | None = None
 
 
 _NEVER_A_TICKET = {
@@ -72,7 +75,11 @@ def _continue(facts: ThreadFacts, ticket: TicketRef, reason: str) -> Decision:
         return Decision(Action.FOLLOW_UP, reason, ticket.number, adds_copied=not by_tag_only)
     if facts.kind is MailKind.AUTO_REPLY:
         return Decision(Action.NO_TICKET, f"automatic reply about closed ticket #{ticket.number}")
-    return Decision(Action.NEW_TICKET, f"ticket #{ticket.number} is closed; {reason}")
+    return Decision(
+        Action.NEW_TICKET,
+        f"ticket #{ticket.number} is closed; {reason}",
+        closed_ticket=ticket.number,
+    )
 
 
 def _existing_ticket(facts: ThreadFacts) -> tuple[TicketRef, str] | None:

@@ -2,6 +2,10 @@
 
 Every processed mail adds one and every acknowledgement another, so they are appended with one
 prepared Core statement rather than through the ORM's unit of work.
+
+A message's ``text`` is what it adds to the conversation: a follow-up's or an operator's reply
+without the history it quotes. The whole text is not stored twice; it is read again from the
+raw mail, which is kept verbatim, when someone asks for it.
 """
 
 from __future__ import annotations
@@ -10,14 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from mailsupport.core.message import Address
-from mailsupport.db.models import Message, Ticket, table_of
+from mailsupport.core.parse import parse_message
+from mailsupport.db.models import InboundRaw, Message, Ticket, table_of
+from mailsupport.errors import MessageParseError
 
 _MESSAGES = table_of(Message)
 _INSERT = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_RAW = table_of(InboundRaw)
+_RAWS = select(_RAW.c.inbound_id, _RAW.c.raw).where(
+    _RAW.c.inbound_id.in_(bindparam("ids", expanding=True))
+)
 
 
 @dataclass(frozen=True)
@@ -63,3 +73,25 @@ def add_message(session: Session, ticket: Ticket, message: NewMessage, now: date
         "operator_id": message.operator_id,
     }
     return int(session.execute(_INSERT, values).scalar_one())
+
+
+def full_texts(session: Session, messages: Sequence[Message]) -> dict[int, str]:
+    """The whole text of each message, quoted history included, by message row id.
+
+    Mail that came in is parsed again from its raw bytes; mail we sent, and mail whose raw
+    bytes cannot be read, has its stored text.
+    """
+    ids = sorted({m.inbound_id for m in messages if m.inbound_id is not None})
+    raws: dict[int, bytes] = {}
+    if ids:
+        raws = {row.inbound_id: row.raw for row in session.execute(_RAWS, {"ids": ids})}
+    return {m.id: _whole_text(raws.get(m.inbound_id or 0), m.text) for m in messages}
+
+
+def _whole_text(raw: bytes | None, stored: str) -> str:
+    if raw is None:
+        return stored
+    try:
+        return parse_message(raw).text
+    except MessageParseError:
+        return stored

@@ -2,7 +2,9 @@
 
 A new ticket gets its number, subject, requester, participants and queue; a follow-up joins
 its ticket and brings a ticket waiting on the customer back to ``open``. Either way the mail
-becomes a message of the ticket, with the reason it was attached there.
+becomes a message of the ticket, with the reason it was attached there. A follow-up keeps only
+its new text: the history it quotes is on the ticket already, and the whole mail stays in
+``inbound_raw`` for ``tickets show --full``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session
 from mailsupport.clock import as_utc
 from mailsupport.config import Config
 from mailsupport.core.message import MailKind
+from mailsupport.core.quotes import follow_up_text
 from mailsupport.core.subject import clean_subject
 from mailsupport.core.threads import Action, Decision
 from mailsupport.db.models import Contact, Direction, Ticket, TicketStatus
@@ -92,8 +95,22 @@ def apply(
         add_participant(session, ticket, sender, role="cc", actor=actor, now=now)
         _reopen_if_waiting(session, ticket, incoming, actor, now)
     _add_copied(session, ticket, people, decision, actor, now)
-    _add_message(session, ticket, incoming, sender, reason=decision.reason, now=now)
+    text = _new_text(incoming, decision)
+    _add_message(session, ticket, incoming, sender, text, reason=decision.reason, now=now)
     return ticket
+
+
+def _new_text(incoming: Incoming, decision: Decision) -> str:
+    """What the mail adds to the conversation it answers; a first mail keeps all its text.
+
+    A mail answering a closed ticket opens a new one, but what it quotes is the closed
+    ticket's history, so it is stripped too. Anything else that opens a ticket keeps what it
+    quotes or forwards: that is the request.
+    """
+    parsed = incoming.parsed
+    if decision.action is Action.FOLLOW_UP or decision.closed_ticket is not None:
+        return follow_up_text(parsed.text, parsed.html, parsed.subject)
+    return parsed.text
 
 
 def _add_copied(
@@ -136,13 +153,15 @@ def _add_message(
     ticket: Ticket,
     incoming: Incoming,
     sender: Contact,
+    text: str,
     *,
     reason: str,
     now: datetime,
 ) -> int:
     """Add the mail to the ticket's conversation; returns the new message's row id."""
     parsed = incoming.parsed
-    message_row = add_message(session, ticket, _inbound_message(incoming, sender, reason), now)
+    message = _inbound_message(incoming, sender, text, reason)
+    message_row = add_message(session, ticket, message, now)
     store_attachments(session, message_row, parsed.attachments)
     record_event(
         session,
@@ -164,7 +183,7 @@ def _add_message(
     return message_row
 
 
-def _inbound_message(incoming: Incoming, sender: Contact, reason: str) -> NewMessage:
+def _inbound_message(incoming: Incoming, sender: Contact, text: str, reason: str) -> NewMessage:
     parsed = incoming.parsed
     return NewMessage(
         message_id=parsed.message_id,
@@ -175,7 +194,7 @@ def _inbound_message(incoming: Incoming, sender: Contact, reason: str) -> NewMes
         cc=parsed.cc,
         subject=parsed.subject,
         date=message_date(incoming),
-        text=parsed.text,
+        text=text,
         kind=incoming.screening.kind,
         thread_reason=reason,
         inbound_id=incoming.inbound_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailsupport.core.commands import split_commands
-from mailsupport.core.quotes import strip_quoted
+from mailsupport.core.quotes import follow_up_text, strip_quoted
 
 QUOTE = "> Hello, my printer is jammed.\n> \n> Jane\n"
 ANSWER = "Done, it works now.\n\nBob"
@@ -167,3 +167,67 @@ def test_very_long_mail_stays_fast() -> None:
     started = time.perf_counter()
     strip_quoted(text)
     assert time.perf_counter() - started < 5
+
+
+# --- a customer's follow-up ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_follow_up_keeps_only_the_new_text(style: str) -> None:
+    assert follow_up_text(STYLES[style], subject="Re: [ACME #1] Printer jammed") == ANSWER
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"On 03.03.2021 10:00, Jane wrote:\n{QUOTE}",
+        f"{QUOTE}",
+        "-----Original Message-----\nFrom: ACME Support [mailto:support@example.com]\n"
+        "Sent: Monday, March 2, 2026 9:00 AM\nTo: Carol\nSubject: [ACME #1] Printer\n\nHello\n",
+    ],
+)
+def test_follow_up_with_nothing_new_keeps_its_whole_text(text: str) -> None:
+    assert follow_up_text(text) == text.strip()
+
+
+def test_follow_up_answering_between_quotes_keeps_the_questions() -> None:
+    text = "Jane wrote:\n> Which model is it?\nAn HP 4000.\n> Which floor?\nThe third.\n"
+    assert follow_up_text(text) == text.strip()
+
+
+FORWARDS = {
+    "gmail": "---------- Forwarded message ---------\nFrom: Vendor <v@vendor.example>\n"
+    "Date: Mon, 2 Mar 2026 at 08:00\nSubject: Drum\nTo: Carol <carol@customer.test>\n\n",
+    "thunderbird": "-------- Forwarded Message --------\nSubject: \tDrum\n"
+    "Date: \tMon, 2 Mar 2026 08:00:00 +0100\nFrom: \tVendor <v@vendor.example>\n\n",
+    "apple mail": "Begin forwarded message:\n\nFrom: Vendor <v@vendor.example>\n"
+    "Subject: Drum\nDate: 2 March 2026 at 08:00:00 CET\nTo: Carol <carol@customer.test>\n\n",
+    "mail.ru": "-------- Пересылаемое сообщение --------\nОт кого: Vendor <v@vendor.example>\n"
+    "Кому: carol@customer.test\nДата: Понедельник, 2 марта 2026, 8:00 +03:00\nТема: Drum\n\n",
+}
+
+
+@pytest.mark.parametrize("style", list(FORWARDS))
+def test_forward_in_a_follow_up_is_kept(style: str) -> None:
+    text = f"This is what the vendor says.\n\n{FORWARDS[style]}The drum ships on Friday.\n"
+    assert follow_up_text(text, subject="Re: [ACME #1] Printer") == text.strip()
+
+
+def test_outlook_forward_is_known_by_its_subject() -> None:
+    text = (
+        "See below.\n\n________________________________\nFrom: Vendor <v@vendor.example>\n"
+        "Sent: Monday, March 2, 2026 8:00 AM\nTo: Carol\nSubject: Drum\n\nShips Friday.\n"
+    )
+    for subject in ("FW: [ACME #1] Drum", "[ACME #1] Fwd: Drum", "Re: [ACME #1] WG: Drum"):
+        assert follow_up_text(text, subject=subject) == text.strip(), subject
+    for subject in ("RE: [ACME #1] Printer", "Forward planning: Q3", "Fw-update"):
+        assert follow_up_text(text, subject=subject) == "See below.", subject
+
+
+def test_follow_up_in_html_only() -> None:
+    html = (
+        '<div dir="ltr">Still jammed.</div><div class="gmail_quote">On Mon, Mar 2, 2026 at'
+        " 9:00 AM ACME Support &lt;support@example.com&gt; wrote:<br><blockquote>We have"
+        " received your message.</blockquote></div>"
+    )
+    assert follow_up_text("", html) == "Still jammed."

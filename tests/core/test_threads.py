@@ -52,6 +52,11 @@ def test_auto_reply_joins_its_ticket_but_opens_none() -> None:
 def test_closed_ticket_gets_a_new_one() -> None:
     d = decide(facts(referenced=CLOSED_1))
     assert d.action is Action.NEW_TICKET and "closed" in d.reason
+    assert d.closed_ticket == 1  # the new ticket knows which conversation the mail answers
+    by_tag = decide(facts(tagged_number=1, tagged=CLOSED_1, sender_participates=True))
+    assert by_tag.closed_ticket == 1
+    assert decide(facts()).closed_ticket is None
+    assert decide(facts(tagged_number=1, tagged=CLOSED_1)).closed_ticket is None  # a stranger
 
 
 def test_mail_from_our_own_address_is_not_a_ticket() -> None:
