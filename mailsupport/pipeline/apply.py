@@ -9,15 +9,19 @@ its new text: the history it quotes is on the ticket already, and the whole mail
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from mailsupport.clock import as_utc
 from mailsupport.config import Config
+from mailsupport.core.language import detect_language
 from mailsupport.core.message import MailKind
 from mailsupport.core.quotes import follow_up_text
-from mailsupport.core.subject import clean_subject
+from mailsupport.core.render import RenderError, Templates
+from mailsupport.core.subject import clean_subject, strip_prefixes, tag_pattern
 from mailsupport.core.threads import Action, Decision
 from mailsupport.db.models import Contact, Direction, Ticket, TicketStatus
 from mailsupport.domain.actors import contact_actor
@@ -96,8 +100,32 @@ def apply(
         _reopen_if_waiting(session, ticket, incoming, actor, now)
     _add_copied(session, ticket, people, decision, actor, now)
     text = _new_text(incoming, decision)
+    _learn_language(sender, incoming, text, config)
     _add_message(session, ticket, incoming, sender, text, reason=decision.reason, now=now)
     return ticket
+
+
+def _learn_language(contact: Contact, incoming: Incoming, text: str, config: Config) -> None:
+    """The first mail of a customer that shows their language sets it for every later mail.
+
+    Read from the subject and the new text only: quoted history may be ours, in the default
+    language. Machine mail (auto-replies, lists) says nothing about the person.
+    """
+    if contact.language is not None or incoming.screening.kind is not MailKind.NORMAL:
+        return
+    subject = strip_prefixes(tag_pattern(config.support.tag).sub(" ", incoming.parsed.subject))
+    found = detect_language(f"{subject}\n{text}", _languages(config.notifications.templates_dir))
+    if found is not None:
+        contact.language = found
+
+
+@functools.cache
+def _languages(templates_dir: str) -> frozenset[str]:
+    """The languages there are templates in, read once like the templates themselves."""
+    try:
+        return frozenset(Templates(Path(templates_dir) if templates_dir else None).languages())
+    except RenderError:  # not installed: each notice is held back and says why; mail goes on
+        return frozenset()
 
 
 def _new_text(incoming: Incoming, decision: Decision) -> str:
