@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -432,3 +433,26 @@ def test_an_unexpected_error_answers_421_and_closes_so_the_mail_is_retried(
         if not lmtp:
             assert _send(daemon, make_mail(message_id="<later@customer.test>")) == {}
             wait_for(lambda: _ticket_count(daemon) == 1)
+
+
+def test_a_big_mail_is_hashed_off_the_event_loop(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a big mail's dedupe key is computed, the loop goes on serving other clients."""
+    from mailsupport.core.dedupe import dedupe_key
+    from mailsupport.db import inbox
+    from mailsupport.intake.writer import HASH_ON_LOOP_LIMIT
+
+    threads: dict[int, str] = {}
+
+    def recording(raw: bytes) -> Any:
+        threads[len(raw)] = threading.current_thread().name
+        return dedupe_key(raw)
+
+    monkeypatch.setattr(inbox, "dedupe_key", recording)
+    small = _crlf(make_mail(message_id="<small@customer.test>"))
+    big = _crlf(make_mail(message_id="<big@customer.test>")) + b"x\r\n" * HASH_ON_LOOP_LIMIT
+    for raw in (small, big):
+        assert _send(daemon, raw) == {}
+    assert threads[len(small)] == "smtp"  # the listener's loop: cheap enough there
+    assert threads[len(big)] not in ("smtp", "inbox-writer")
