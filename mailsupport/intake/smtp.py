@@ -97,17 +97,29 @@ class _Section:
         if self.error is None:
             self.error = self._first_error(block, offset)
         if self.error is None:
-            self._blocks.append(block)
+            self._blocks.append(self._unstuffed(block, at_line_start=offset == self._line_start))
         else:
             self._blocks.clear()  # refused: keep nothing of it, as aiosmtpd does
         last = block.rfind(b"\r\n")
         if last >= 0:
             self._line_start = offset + last + 2
 
+    @staticmethod
+    def _unstuffed(block: bytes, *, at_line_start: bool) -> bytes:
+        """The block with the dot that starts any line removed (RFC 5321 section 4.5.2).
+
+        Done block by block, so that the whole message is never held twice over; no block
+        ends between a CR and its LF, so only a dot that begins one can follow a line end.
+        """
+        if at_line_start and block.startswith(b"."):
+            block = block[1:]
+        return block.replace(b"\r\n.", b"\r\n")
+
     def content(self) -> bytes:
-        """The message with the dot that starts any line removed (RFC 5321 section 4.5.2)."""
-        data = b"".join(self._blocks).replace(b"\r\n.", b"\r\n")
-        return data[1:] if data.startswith(b".") else data
+        """The message as sent, dot-stuffing undone."""
+        data = b"".join(self._blocks)
+        self._blocks.clear()
+        return data
 
     def _first_error(self, block: bytes, offset: int) -> str | None:
         # aiosmtpd reads line by line and answers for whichever limit the stream broke first.
@@ -129,11 +141,31 @@ class _Section:
             return self._line_start + self._longest + 1
         if first < 0 or len(block) - first - 2 <= self._longest:
             return None  # no room after the first line end for a whole line that is too long
-        start = offset + first + 2
-        for line in block[first + 2 :].split(b"\r\n"):
+        rest = first + 2
+        if len(block) - rest < 2 * self._longest + 2:
+            return self._only_long_line_at(block, rest, offset)
+        start = offset + rest
+        for line in block[rest:].split(b"\r\n"):
             if len(line) > self._longest:
                 return start + self._longest + 1
             start += len(line) + 2
+        return None
+
+    def _only_long_line_at(self, block: bytes, rest: int, offset: int) -> int | None:
+        """The long line after ``rest``, in a block with room for at most one.
+
+        Such a line covers the middle of what follows ``rest``: one search there tells whether
+        there is one, where splitting the block made a string of each of its short lines.
+        """
+        low, high = len(block) - self._longest - 1, rest + self._longest + 1
+        if block.find(b"\r\n", low, high) >= 0:
+            return None
+        line_start = block.rfind(b"\r\n", rest, low + 1)
+        line_start = rest if line_start < 0 else line_start + 2
+        line_end = block.find(b"\r\n", high - 1)
+        line_end = len(block) if line_end < 0 else line_end
+        if line_end - line_start > self._longest:
+            return offset + line_start + self._longest + 1
         return None
 
 
