@@ -599,3 +599,24 @@ def test_more_connections_than_the_process_may_open_files_for_stop_the_start(
         daemon.start()
     assert "smtp.max_connections" in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_a_data_section_of_short_lines_is_read_in_little_memory() -> None:
+    """DATA read in blocks as the listener reads it: never a string per line, nor three copies."""
+    import tracemalloc
+
+    from mailsupport.intake.smtp import _Section
+
+    lines = LONG_LINE_LIMIT // 5 + 2  # a block a little over the reader's limit
+    tracemalloc.start()
+    try:
+        section = _Section(None, LONG_LINE_LIMIT)
+        for _ in range(8):
+            section.add(b"..x\r\n" * lines)  # a block of its own, as read from the socket
+        content = section.content()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert section.error is None
+    assert content == b".x\r\n" * lines * 8
+    assert peak < 2.5 * 5 * lines * 8
