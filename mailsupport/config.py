@@ -68,6 +68,11 @@ class SmtpConfig:
     port: int = 8025
     lmtp: bool = False
     max_message_size: int = 26_214_400
+    # Each session holds an open file: beyond these the listener answers 421 and closes, so
+    # idle or hostile clients cannot take every file the process may open.
+    max_connections: int = 500
+    max_connections_per_ip: int = 50
+    idle_timeout: float = 60.0  # seconds a session may wait between commands (or DATA lines)
 
 
 @dataclass(frozen=True)
@@ -366,6 +371,9 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
             "port": _port,
             "lmtp": _boolean,
             "max_message_size": _positive_int,
+            "max_connections": _positive_int,
+            "max_connections_per_ip": _positive_int,
+            "idle_timeout": _positive_float,
         },
     ),
     "relay": (

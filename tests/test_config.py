@@ -31,6 +31,8 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
         ({"smtp": {"port": "25"}}, "smtp.port must be an integer"),
         ({"smtp": {"port": 70000}}, "smtp.port must be an integer"),
         ({"smtp": {"lmtp": "yes"}}, "smtp.lmtp must be true or false"),
+        ({"smtp": {"max_connections": 0}}, "smtp.max_connections must be a positive integer"),
+        ({"smtp": {"idle_timeout": 0}}, "smtp.idle_timeout must be a positive number"),
         ({"support": {"address": "not-an-address"}}, "support.address must be an email address"),
         ({"support": {"tag": "bad tag!"}}, "support.tag must be"),
         ({"database": {"url": "mysql://x"}}, "database.url must be"),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import smtplib
 import socket
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +22,7 @@ from sqlalchemy.pool import NullPool
 from mailsupport.config import build_config
 from mailsupport.daemon import Daemon
 from mailsupport.db.engine import read_session
+from mailsupport.errors import ConfigError
 from mailsupport.intake.smtp import LONG_LINE_LIMIT
 from mailsupport.intake.writer import InboxWriter
 
@@ -432,3 +437,186 @@ def test_an_unexpected_error_answers_421_and_closes_so_the_mail_is_retried(
         if not lmtp:
             assert _send(daemon, make_mail(message_id="<later@customer.test>")) == {}
             wait_for(lambda: _ticket_count(daemon) == 1)
+
+
+def test_a_big_mail_is_hashed_off_the_event_loop(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a big mail's dedupe key is computed, the loop goes on serving other clients."""
+    from mailsupport.core.dedupe import dedupe_key
+    from mailsupport.db import inbox
+    from mailsupport.intake.writer import HASH_ON_LOOP_LIMIT
+
+    threads: dict[int, str] = {}
+
+    def recording(raw: bytes) -> Any:
+        threads[len(raw)] = threading.current_thread().name
+        return dedupe_key(raw)
+
+    monkeypatch.setattr(inbox, "dedupe_key", recording)
+    small = _crlf(make_mail(message_id="<small@customer.test>"))
+    big = _crlf(make_mail(message_id="<big@customer.test>")) + b"x\r\n" * HASH_ON_LOOP_LIMIT
+    for raw in (small, big):
+        assert _send(daemon, raw) == {}
+    assert threads[len(small)] == "smtp"  # the listener's loop: cheap enough there
+    assert threads[len(big)] not in ("smtp", "inbox-writer")
+
+
+# --- connection limits ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _greeting(address: tuple[str, int], source: str = "127.0.0.1") -> tuple[socket.socket, bytes]:
+    """A new connection from ``source``, and the first line the listener says on it."""
+    sock = socket.create_connection(address, timeout=30, source_address=(source, 0))
+    return sock, sock.makefile("rb").readline()
+
+
+def _delivered(address: tuple[str, int], message_id: str) -> bool:
+    """Whether a mail gets through now; False while the listener still refuses with 421."""
+    try:
+        with smtplib.SMTP(*address, timeout=30) as client:
+            client.sendmail(
+                "c@customer.test", ["support@example.com"], make_mail(message_id=message_id)
+            )
+    except smtplib.SMTPConnectError as exc:
+        assert exc.smtp_code == 421, exc
+        return False
+    return True
+
+
+# The listener's process may open this many files: fewer than the connections a test opens.
+_NOFILE = 256
+
+
+def test_connections_beyond_the_cap_get_421_and_the_files_never_run_out(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """`mailsupport serve` under a small open-files limit, more idle clients than it allows."""
+    port = _free_port()
+    smtp = {"port": port, "max_connections": 40, "max_connections_per_ip": 40}
+    config_file = write_config(tmp_path / "c.toml", config_data(sqlite_url, smtp=smtp))
+    command = [sys.executable, "-m", "mailsupport", "-c", str(config_file), "serve"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["prlimit", f"--nofile={_NOFILE}", *command], stdout=out, stderr=out
+        )
+    idle: list[socket.socket] = []
+    try:
+        wait_for(lambda: b"SMTP listener on" in log.read_bytes() or process.poll() is not None)
+        assert process.poll() is None, log.read_text()
+        refusals = []
+        for _ in range(_NOFILE + 20):
+            sock, greeting = _greeting(("127.0.0.1", port))
+            if greeting.startswith(b"220"):
+                idle.append(sock)
+            else:
+                refusals.append(greeting)
+                sock.close()
+        assert len(idle) == 40
+        assert len(refusals) == _NOFILE + 20 - 40
+        assert all(line.startswith(b"421 4.7.0 ") for line in refusals), set(refusals)
+        assert not _delivered(("127.0.0.1", port), "<refused@customer.test>")
+        for sock in idle:
+            sock.close()
+        idle.clear()
+        wait_for(lambda: _delivered(("127.0.0.1", port), "<served@customer.test>"))
+    finally:
+        for sock in idle:
+            sock.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    text = log.read_text()
+    assert "Too many open files" not in text and "EMFILE" not in text, text
+
+
+def test_idle_sessions_are_closed_with_421_and_free_their_place(sqlite_url: str) -> None:
+    smtp = {"max_connections": 2, "idle_timeout": 3.0}
+    with _running(sqlite_url, smtp=smtp) as daemon:
+        assert daemon.smtp_address is not None
+        idle = [_greeting(daemon.smtp_address) for _ in range(2)]
+        assert all(greeting.startswith(b"220") for _, greeting in idle)
+        _, refused = _greeting(daemon.smtp_address)
+        assert refused.startswith(b"421 4.7.0 ")
+        for sock, _ in idle:
+            stream = sock.makefile("rb")
+            assert stream.readline().startswith(b"421 4.4.2 ")
+            assert stream.readline() == b""  # closed by the listener
+            sock.close()
+        assert _delivered(daemon.smtp_address, "<after-idle@customer.test>")
+
+
+def test_a_slow_sender_within_data_is_not_idle(sqlite_url: str) -> None:
+    """The idle timeout counts from the last bytes received, also in the middle of DATA."""
+    with _running(sqlite_url, smtp={"idle_timeout": 1.0}) as daemon, _wire(daemon) as wire:
+        assert wire.command(b"MAIL FROM:<carol@customer.test>").startswith(b"250")
+        assert wire.command(b"RCPT TO:<support@example.com>").startswith(b"250")
+        assert wire.command(b"DATA").startswith(b"354")
+        wire.send(_crlf(make_mail(message_id="<slow@customer.test>")))
+        for _ in range(5):  # 2.5 s of DATA in all, never 1 s without a line
+            time.sleep(0.5)
+            wire.send(b"more\r\n")
+        wire.send(b".\r\n")
+        assert wire.reply().startswith(b"250 ")
+
+
+def test_one_client_address_cannot_take_every_session(sqlite_url: str) -> None:
+    with _running(sqlite_url, smtp={"max_connections_per_ip": 2}) as daemon:
+        address = daemon.smtp_address
+        assert address is not None
+        held = [_greeting(address) for _ in range(2)]
+        assert all(greeting.startswith(b"220") for _, greeting in held)
+        sock, refused = _greeting(address)
+        sock.close()
+        assert refused.startswith(b"421 4.7.0 ")
+        other, greeting = _greeting(address, source="127.0.0.2")
+        assert greeting.startswith(b"220")
+        with smtplib.SMTP(*address, timeout=30, source_address=("127.0.0.3", 0)) as client:
+            assert client.sendmail("c@customer.test", ["support@example.com"], make_mail()) == {}
+        for sock, _ in [*held, (other, b"")]:
+            sock.close()
+
+
+def test_more_connections_than_the_process_may_open_files_for_stop_the_start(
+    sqlite_url: str,
+) -> None:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("this process may open any number of files")
+    smtp = {"max_connections": soft}
+    daemon = Daemon(
+        build_config(config_data(sqlite_url, smtp=smtp), env={}), worker_processes=False
+    )
+    with pytest.raises(ConfigError) as refused:
+        daemon.start()
+    assert "smtp.max_connections" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_data_section_of_short_lines_is_read_in_little_memory() -> None:
+    """DATA read in blocks as the listener reads it: never a string per line, nor three copies."""
+    import tracemalloc
+
+    from mailsupport.intake.smtp import _Section
+
+    lines = LONG_LINE_LIMIT // 5 + 2  # a block a little over the reader's limit
+    tracemalloc.start()
+    try:
+        section = _Section(None, LONG_LINE_LIMIT)
+        for _ in range(8):
+            section.add(b"..x\r\n" * lines)  # a block of its own, as read from the socket
+        content = section.content()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert section.error is None
+    assert content == b".x\r\n" * lines * 8
+    assert peak < 2.5 * 5 * lines * 8

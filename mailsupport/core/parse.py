@@ -217,7 +217,32 @@ def _speed_up_feedparser() -> None:
 _speed_up_feedparser()
 
 
+# The email package keeps every line of a body as a string of its own until the body is read:
+# a 9 MB body of short lines took 30 times its size. A single-part mail's body is therefore
+# taken aside whole, the headers parsed alone, and the body put back as its payload.
+_WHOLE_BODY_AT_LEAST = 1 << 20  # bytes of mail; smaller ones cost little line by line
+
+
+def _single_part_tree(raw: bytes) -> Message | None:
+    """The tree of a big single-part mail, its body never split into lines; else None."""
+    separator = _HEADER_END.search(raw) if len(raw) >= _WHOLE_BODY_AT_LEAST else None
+    if separator is None:
+        return None
+    marker = secrets.token_hex(16)
+    message = email.message_from_bytes(raw[: separator.end()] + marker.encode())
+    # Only when the headers ended where they were looked for, and the body is one payload.
+    if message.get_content_maintype() in ("multipart", "message") or message.is_multipart():
+        return None
+    if message.get_payload() != marker:
+        return None
+    message.set_payload(raw[separator.end() :].decode("ascii", "surrogateescape"))
+    return message
+
+
 def _mime_tree(raw: bytes) -> Message:
+    whole = _single_part_tree(raw)
+    if whole is not None:
+        return whole
     aside = _set_aside_base64_bodies(raw)
     if aside.bodies and not any(kind in raw for kind in _ATTACHED_MESSAGE):
         message = email.message_from_bytes(aside.shortened)

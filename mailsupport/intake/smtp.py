@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
-from mailsupport.config import Config
+from mailsupport.config import Config, SmtpConfig
 from mailsupport.core.limits import CONTROL
 from mailsupport.db.inbox import RawMail
-from mailsupport.errors import StorageError
+from mailsupport.errors import ConfigError, StorageError
 from mailsupport.intake.writer import InboxWriter
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,51 @@ LONG_LINE_LIMIT = 1 << 20
 _DOT_LINE = b".\r\n"
 _END = b"\r\n" + _DOT_LINE
 _UNEXPECTED = "421 4.3.0 Local error in processing; try again later"
+_TOO_MANY = b"421 4.7.0 Too many connections; try again later\r\n"
+_TOO_MANY_FROM_YOU = b"421 4.7.0 Too many connections from your address; try again later\r\n"
+_IDLE = b"421 4.4.2 Idle for too long; closing the connection\r\n"
+
+# asyncio accepts up to this many connections at each wake-up before any is looked at, so as
+# many files again as the sessions may be open for a moment.
+ACCEPT_BURST = 100
+# Files the daemon holds besides its sessions: database files, worker pipes, logs, the loop.
+RESERVED_FILES = 64
+
+
+class Admission:
+    """The sessions open now, in all and by client address; used on the listener's loop only."""
+
+    def __init__(self, smtp: SmtpConfig) -> None:
+        self._limit = smtp.max_connections
+        self._per_address = smtp.max_connections_per_ip
+        self._open = 0
+        self._by_address: dict[str, int] = {}
+        self._refusing = False
+
+    def admit(self, address: str) -> bytes | None:
+        """Count a new session in; or the 421 that refuses it, counting nothing."""
+        if self._open >= self._limit:
+            if not self._refusing:
+                log.warning("%d sessions open: refusing new ones with 421", self._open)
+                self._refusing = True
+            return _TOO_MANY
+        if self._by_address.get(address, 0) >= self._per_address:
+            log.info(
+                "%d sessions open from %s: refused another with 421", self._per_address, address
+            )
+            return _TOO_MANY_FROM_YOU
+        self._open += 1
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        return None
+
+    def release(self, address: str) -> None:
+        self._open -= 1
+        left = self._by_address.pop(address) - 1
+        if left:
+            self._by_address[address] = left
+        if self._refusing and self._open < self._limit:
+            log.info("%d sessions open: accepting again", self._open)
+            self._refusing = False
 
 
 class _Section:
@@ -51,17 +97,29 @@ class _Section:
         if self.error is None:
             self.error = self._first_error(block, offset)
         if self.error is None:
-            self._blocks.append(block)
+            self._blocks.append(self._unstuffed(block, at_line_start=offset == self._line_start))
         else:
             self._blocks.clear()  # refused: keep nothing of it, as aiosmtpd does
         last = block.rfind(b"\r\n")
         if last >= 0:
             self._line_start = offset + last + 2
 
+    @staticmethod
+    def _unstuffed(block: bytes, *, at_line_start: bool) -> bytes:
+        """The block with the dot that starts any line removed (RFC 5321 section 4.5.2).
+
+        Done block by block, so that the whole message is never held twice over; no block
+        ends between a CR and its LF, so only a dot that begins one can follow a line end.
+        """
+        if at_line_start and block.startswith(b"."):
+            block = block[1:]
+        return block.replace(b"\r\n.", b"\r\n")
+
     def content(self) -> bytes:
-        """The message with the dot that starts any line removed (RFC 5321 section 4.5.2)."""
-        data = b"".join(self._blocks).replace(b"\r\n.", b"\r\n")
-        return data[1:] if data.startswith(b".") else data
+        """The message as sent, dot-stuffing undone."""
+        data = b"".join(self._blocks)
+        self._blocks.clear()
+        return data
 
     def _first_error(self, block: bytes, offset: int) -> str | None:
         # aiosmtpd reads line by line and answers for whichever limit the stream broke first.
@@ -83,11 +141,31 @@ class _Section:
             return self._line_start + self._longest + 1
         if first < 0 or len(block) - first - 2 <= self._longest:
             return None  # no room after the first line end for a whole line that is too long
-        start = offset + first + 2
-        for line in block[first + 2 :].split(b"\r\n"):
+        rest = first + 2
+        if len(block) - rest < 2 * self._longest + 2:
+            return self._only_long_line_at(block, rest, offset)
+        start = offset + rest
+        for line in block[rest:].split(b"\r\n"):
             if len(line) > self._longest:
                 return start + self._longest + 1
             start += len(line) + 2
+        return None
+
+    def _only_long_line_at(self, block: bytes, rest: int, offset: int) -> int | None:
+        """The long line after ``rest``, in a block with room for at most one.
+
+        Such a line covers the middle of what follows ``rest``: one search there tells whether
+        there is one, where splitting the block made a string of each of its short lines.
+        """
+        low, high = len(block) - self._longest - 1, rest + self._longest + 1
+        if block.find(b"\r\n", low, high) >= 0:
+            return None
+        line_start = block.rfind(b"\r\n", rest, low + 1)
+        line_start = rest if line_start < 0 else line_start + 2
+        line_end = block.find(b"\r\n", high - 1)
+        line_end = len(block) if line_end < 0 else line_end
+        if line_end - line_start > self._longest:
+            return offset + line_start + self._longest + 1
         return None
 
 
@@ -103,6 +181,50 @@ class _BlockData(SMTP):
 
     line_length_limit = LONG_LINE_LIMIT
 
+    def __init__(self, *args: Any, admission: Admission, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._admission = admission
+        self._client: str | None = None  # the address counted in, while the session is open
+        self._in_data = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._client is not None:  # STARTTLS: the same session goes on
+            super().connection_made(transport)
+            return
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if peer else ""
+        refusal = self._admission.admit(client)
+        if refusal is not None:
+            # Refused before aiosmtpd sees it: no session, no task, and the file is closed at
+            # the loop's next turn.
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(refusal)
+            transport.close()
+            return
+        self._client = client
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._client is None:
+            return  # refused in connection_made
+        self._admission.release(self._client)
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_data:
+            # A mail is read to its end before anything answers; a client still sending it is
+            # not idle, however long the whole of it takes.
+            self._reset_timeout()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd closes silently; RFC 5321 section 4.2.2 answers 421 first, and the client
+        # knows to try again.
+        if self.transport is not None:
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(_IDLE)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]  # unannotated in aiosmtpd
+
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -115,12 +237,15 @@ class _BlockData(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._in_data = True
         try:
             section = await self._read_section()
         except asyncio.CancelledError:
             log.info("connection lost during DATA")
             self._writer.close()
             raise
+        finally:
+            self._in_data = False
         if section.error is not None:
             await self._refuse_data(section.error)
             return
@@ -275,21 +400,25 @@ class Listener:
     def __init__(self, config: Config, writer: InboxWriter) -> None:
         self._config = config
         self._handler = IntakeHandler(config, writer, lmtp=config.smtp.lmtp)
+        self._admission = Admission(config.smtp)
         self._server: asyncio.base_events.Server | None = None
 
     def _protocol(self) -> Any:
         cls = _LMTP if self._config.smtp.lmtp else _SMTP
         return cls(
             self._handler,
+            admission=self._admission,
             data_size_limit=self._config.smtp.max_message_size,
             hostname=self._config.support.address.rsplit("@", 1)[1],
             ident="mailsupport",
             enable_SMTPUTF8=True,
+            timeout=self._config.smtp.idle_timeout,
             loop=asyncio.get_running_loop(),
         )
 
     async def start(self) -> tuple[str, int]:
         _quiet_protocol_log()
+        ensure_open_files(self._config.smtp)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol,
@@ -297,6 +426,7 @@ class Listener:
             port=self._config.smtp.port,
             family=socket.AF_UNSPEC,
             reuse_address=True,
+            backlog=ACCEPT_BURST,
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         log.info("%s listener on %s:%s", "LMTP" if self._config.smtp.lmtp else "SMTP", host, port)
@@ -307,3 +437,20 @@ class Listener:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+
+def ensure_open_files(smtp: SmtpConfig) -> None:
+    """Refuse to start when a session the listener admits might find no file to use.
+
+    Past the limit, accept() fails and asyncio stops listening for a second at a time, which
+    refuses everyone. The limit is not raised here: the systemd unit's system call filter
+    forbids it, and its LimitNOFILE is where the number belongs.
+    """
+    needed = smtp.max_connections + ACCEPT_BURST + RESERVED_FILES
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise ConfigError(
+            f"Invalid config: smtp.max_connections = {smtp.max_connections} needs {needed} open"
+            f" files, but the daemon may open only {soft}; raise its limit (LimitNOFILE,"
+            " ulimit -n) or lower smtp.max_connections."
+        )

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # Enough to amortise the flush under load without making any one sender wait long.
 MAX_BATCH = 64
 
+# Mail up to this size is hashed on the event loop that received it, in well under a
+# millisecond; a larger one in a thread, so the loop goes on serving the other clients.
+HASH_ON_LOOP_LIMIT = 256 * 1024
+
 _Outcome = Stored | StorageError
 
 
@@ -73,7 +77,8 @@ class InboxWriter:
     def _enqueue(self, request: _Request) -> None:
         if not self._started:
             raise StorageError("the inbox writer is not running")
-        # Hashed here, in the sender's thread: the writer holds the write lock while storing.
+        # Hashed before it is queued, in the sender's thread: the writer holds the write lock
+        # while storing.
         _ = request.mail.key
         self._queue.put(request)
 
@@ -84,7 +89,11 @@ class InboxWriter:
         return request.future
 
     async def store(self, mail: RawMail) -> Stored:
-        waiter: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if len(mail.raw) > HASH_ON_LOOP_LIMIT:
+            # Hashing 25 MB takes tens of milliseconds in which the loop would answer nobody.
+            await loop.run_in_executor(None, _hash, mail)
+        waiter: asyncio.Future[Stored] = loop.create_future()
         self._enqueue(_Request(mail, waiter=waiter))
         return await waiter
 
@@ -135,6 +144,10 @@ class InboxWriter:
             self._on_stored(results)
         except Exception:
             log.exception("new-mail notification failed; the backlog check will pick it up")
+
+
+def _hash(mail: RawMail) -> None:
+    _ = mail.key  # computed once, and kept on the mail
 
 
 def _settle(batch: Sequence[_Request], outcomes: Sequence[_Outcome]) -> None:
