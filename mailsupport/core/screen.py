@@ -85,6 +85,10 @@ _SMTP_ERROR = re.compile(
 )
 _REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w.-]+)", re.IGNORECASE)
 _SUPPRESS_TOKENS = frozenset({"all", "autoreply", "oof"})
+# How the null return path <> is written where it cannot be empty: Postfix's pipe(8) passes it
+# to a command as ${sender} = "MAILER-DAEMON" (unless null_sender= says otherwise), and some
+# MTAs write it so in Return-Path.
+_NULL_SENDERS = frozenset({"", "mailer-daemon"})
 _PRECEDENCE_LIST = frozenset({"bulk", "list", "junk"})
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
@@ -95,6 +99,11 @@ class _Evidence:
 
     kind: MailKind
     reason: str
+
+
+def is_null_sender(address: str | None) -> bool:
+    """Whether an envelope sender or Return-Path is the null path ``<>`` (None: not known)."""
+    return address is not None and address.strip().strip("<>").strip().lower() in _NULL_SENDERS
 
 
 def screen(
@@ -125,6 +134,7 @@ class _Facts:
     sender: str  # the From address, or the raw From text when it did not parse
     sender_local: str  # its local part, lower-cased, without "-", "_" and "."
     return_local: str | None  # the same for the Return-Path; None when there is none
+    null_return_path: bool  # the Return-Path is <> (or MAILER-DAEMON, as Postfix passes it)
     subject: str
     bounce_subject: bool  # reads like a bounce and is not a reply to or forward of one
     part_types: frozenset[str]
@@ -137,14 +147,11 @@ class _Facts:
             sender=sender,
             sender_local=_local_part(sender),
             return_local=None if return_path is None else _local_part(return_path),
+            null_return_path=is_null_sender(return_path),
             subject=msg.subject,
             bounce_subject=_is_bounce_subject(msg.subject),
             part_types=frozenset(a.content_type for a in msg.attachments),
         )
-
-    @property
-    def null_return_path(self) -> bool:
-        return self.return_local == ""
 
     @property
     def from_daemon(self) -> bool:

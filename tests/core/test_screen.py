@@ -262,6 +262,28 @@ def test_null_return_path_alone_is_never_answered() -> None:
     assert "null return path" in result.reasons
 
 
+@pytest.mark.parametrize("written", ["<MAILER-DAEMON>", "MAILER-DAEMON", "<mailer-daemon>"])
+def test_postfix_spelling_of_the_null_return_path_is_the_null_return_path(written: str) -> None:
+    """Postfix's pipe(8) passes <> as ${sender} = MAILER-DAEMON; its R flag writes that too."""
+    result = check("From: carol@customer.test", f"Return-Path: {written}", "Subject: Hi")
+    assert result.no_auto_reply
+    assert "null return path" in result.reasons
+    returned = check(
+        "From: relay@example.net",
+        f"Return-Path: {written}",
+        "Subject: Hi",
+        "Content-Type: multipart/mixed; boundary=b",
+        body="--b\nContent-Type: text/plain\n\nx\n--b\nContent-Type: message/rfc822\n\n"
+        "Subject: ours\n\nbody\n--b--\n",
+    )
+    assert returned.kind is MailKind.BOUNCE
+
+
+def test_a_mailer_daemon_address_with_a_domain_is_a_real_return_path() -> None:
+    result = check(*HUMAN[:1], "Return-Path: <mailer-daemon@customer.test>", "Subject: Hi")
+    assert "null return path" not in result.reasons
+
+
 def test_our_own_mail_is_never_answered() -> None:
     own = {"own_addresses": frozenset({"support@example.com"}), "own_domains": frozenset()}
     assert check("From: support@example.com", "Subject: x", **own).no_auto_reply
