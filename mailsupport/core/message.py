@@ -54,12 +54,14 @@ class Screening:
     """Result of screening a message for machine-generated mail.
 
     ``reasons`` names the evidence (``"Auto-Submitted: auto-replied"``, ``"List-Id"``...);
-    ``no_auto_reply`` is true whenever an automatic answer would risk a loop.
+    ``no_auto_reply`` is true whenever an automatic answer would risk a loop; ``spam`` names
+    the filter's verdict (``"X-Spam-Flag: YES"``) when the receiving MTA flagged the mail.
     """
 
     kind: MailKind
     reasons: tuple[str, ...] = ()
     no_auto_reply: bool = False
+    spam: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
-"""Recognise machine-generated mail: bounces, abuse reports, auto-replies and list mail.
+"""Recognise machine-generated mail (bounces, abuse reports, auto-replies, list mail) and mail
+the receiving MTA's filter flagged as spam.
 
-Answering any of them automatically risks a mail loop (RFC 3834), and a bounce or an abuse
-report must never open a ticket. The rules follow the RFCs first (DSN and ARF structure,
-Auto-Submitted, List-*), then what RT, Znuny, Zammad and sisimai learned from mailers that
-ignore them. Evidence that could equally come from a person (a subject such as "Returned
-mail", a postmaster sender) only stops automatic answers unless something else confirms it,
-because a misjudged customer mail would be silently left without a ticket.
+Answering any of them automatically risks a mail loop (RFC 3834) or backscatter to a forged
+sender, and a bounce or an abuse report must never open a ticket. The rules follow the RFCs
+first (DSN and ARF structure, Auto-Submitted, List-*), then what RT, Znuny, Zammad and sisimai
+learned from mailers that ignore them. Evidence that could equally come from a person (a
+subject such as "Returned mail", a postmaster sender) only stops automatic answers unless
+something else confirms it, because a misjudged customer mail would be silently left without
+a ticket.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ _SUPPRESS_TOKENS = frozenset({"all", "autoreply", "oof"})
 # to a command as ${sender} = "MAILER-DAEMON" (unless null_sender= says otherwise), and some
 # MTAs write it so in Return-Path.
 _NULL_SENDERS = frozenset({"", "mailer-daemon"})
+# rspamd's actions that mean spam; "greylist" and "soft reject" only delay the mail.
+_RSPAMD_SPAM_ACTIONS = frozenset({"reject", "add header", "rewrite subject"})
+_RSPAMD_REJECT = re.compile(r"default:\s*true\b", re.IGNORECASE)
 _PRECEDENCE_LIST = frozenset({"bulk", "list", "junk"})
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
@@ -114,17 +119,19 @@ def screen(
 ) -> Screening:
     """Classify a message and decide whether an automatic answer would be safe."""
     facts = _Facts.of(msg)
+    spam = tuple(_spam_verdicts(msg))
     evidence = [
         *_report_evidence(msg, facts),
         *_bounce_evidence(msg, facts),
         *_auto_reply_evidence(msg, facts),
         *_list_evidence(msg),
         *_loop_evidence(msg, facts, own_addresses, own_domains),
+        *(_Evidence(MailKind.NORMAL, f"flagged as spam: {verdict}") for verdict in spam),
     ]
     kinds = {item.kind for item in evidence}
     kind = next((k for k in _PRECEDENCE if k in kinds), MailKind.NORMAL)
     reasons = tuple(dict.fromkeys(item.reason for item in evidence))
-    return Screening(kind, reasons, no_auto_reply=bool(evidence))
+    return Screening(kind, reasons, no_auto_reply=bool(evidence), spam=", ".join(spam))
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,28 @@ def _loop_evidence(
     domains = frozenset(d.lower().lstrip("@") for d in own_domains)
     if is_our_message_id(msg.message_id, domains):
         yield _Evidence(MailKind.NORMAL, f"our own Message-ID {msg.message_id}")
+
+
+def _spam_verdicts(msg: ParsedMessage) -> Iterator[str]:
+    """What the receiving MTA's spam filter (SpamAssassin, rspamd) said, when it said spam.
+
+    Answering spam automatically is backscatter to a forged sender; the mail itself is still
+    kept, as filters are sometimes wrong. A sender adding such a header only silences our
+    answers to themselves.
+    """
+    for name in ("X-Spam-Flag", "X-Spam"):
+        value = (msg.header(name) or "").strip()
+        if value.lower() in {"yes", "true"}:
+            yield f"{name}: {value}"
+    status = (msg.header("x-spam-status") or "").strip()
+    if status.lower().startswith("yes"):
+        yield f"X-Spam-Status: {status.split(',', 1)[0]}"
+    result = (msg.header("x-spamd-result") or "").strip()
+    if _RSPAMD_REJECT.match(result):  # rspamd says True only for "reject"
+        yield f"X-Spamd-Result: {result.split(']', 1)[0][:60]}]"
+    action = " ".join((msg.header("x-rspamd-action") or "").lower().split())
+    if action in _RSPAMD_SPAM_ACTIONS:
+        yield f"X-Rspamd-Action: {action}"
 
 
 def _auto_submitted(msg: ParsedMessage) -> str | None:

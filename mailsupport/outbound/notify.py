@@ -117,7 +117,7 @@ class Notifier:
                     ticket,
                     operator,
                     template,
-                    {"text": message.text, "author": author},
+                    {"text": message.text, "author": author, "spam": event.data.get("spam", "")},
                     now=self.clock.now(),
                     in_reply_to=message.message_id or None,
                 )

@@ -159,6 +159,7 @@ def _add_message(
             "kind": incoming.screening.kind,
             "no_auto_reply": incoming.screening.no_auto_reply,
             "screen_reasons": list(incoming.screening.reasons),
+            "spam": incoming.screening.spam,
         },
     )
     return message_row

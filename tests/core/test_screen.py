@@ -284,6 +284,43 @@ def test_a_mailer_daemon_address_with_a_domain_is_a_real_return_path() -> None:
     assert "null return path" not in result.reasons
 
 
+@pytest.mark.parametrize(
+    ("header", "verdict"),
+    [
+        ("X-Spam-Flag: YES", "X-Spam-Flag: YES"),
+        ("X-Spam: Yes", "X-Spam: Yes"),
+        ("X-Spam-Status: Yes, score=7.3 required=5.0 tests=BAYES_99", "X-Spam-Status: Yes"),
+        ("X-Spamd-Result: default: True [16.20 / 15.00];\n BAYES_SPAM(5.1)[99%]", None),
+        ("X-Rspamd-Action: reject", "X-Rspamd-Action: reject"),
+        ("X-Rspamd-Action: add header", "X-Rspamd-Action: add header"),
+        ("X-Rspamd-Action: rewrite subject", "X-Rspamd-Action: rewrite subject"),
+    ],
+)
+def test_mail_the_filter_flagged_as_spam_is_kept_but_never_answered(
+    header: str, verdict: str | None
+) -> None:
+    result = check(*HUMAN, header, "Subject: Invoice overdue")
+    assert result.kind is MailKind.NORMAL  # it still opens or joins its ticket
+    assert result.no_auto_reply
+    assert result.spam == (verdict or "X-Spamd-Result: default: True [16.20 / 15.00]")
+    assert f"flagged as spam: {result.spam}" in result.reasons
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-Spam-Flag: NO",
+        "X-Spam-Status: No, score=0.1 required=5.0",
+        "X-Spamd-Result: default: False [2.10 / 15.00]",
+        "X-Rspamd-Action: no action",
+        "X-Rspamd-Action: greylist",
+    ],
+)
+def test_mail_the_filter_passed_may_be_answered(header: str) -> None:
+    result = check(*HUMAN, header, "Subject: Invoice overdue")
+    assert result == Screening(MailKind.NORMAL, (), no_auto_reply=False)
+
+
 def test_our_own_mail_is_never_answered() -> None:
     own = {"own_addresses": frozenset({"support@example.com"}), "own_domains": frozenset()}
     assert check("From: support@example.com", "Subject: x", **own).no_auto_reply
