@@ -44,7 +44,8 @@ class MailKind(enum.StrEnum):
 
     NORMAL = "normal"
     BOUNCE = "bounce"  # DSN / non-delivery report
-    AUTO_REPLY = "auto_reply"  # vacation, out-of-office, autoresponders
+    AUTO_REPLY = "auto_reply"  # vacation, out-of-office, autoresponders: answers to a mail
+    AUTOMATIC = "automatic"  # machine mail answering nothing (Auto-Submitted: auto-generated)
     LIST = "list"  # mailing lists and bulk mail
     FEEDBACK = "feedback"  # ARF abuse / spam complaints
 

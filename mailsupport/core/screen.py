@@ -1,5 +1,5 @@
-"""Recognise machine-generated mail (bounces, abuse reports, auto-replies, list mail) and mail
-the receiving MTA's filter flagged as spam.
+"""Recognise machine-generated mail (bounces, abuse reports, auto-replies, other automatic
+mail, list mail) and mail the receiving MTA's filter flagged as spam.
 
 Answering any of them automatically risks a mail loop (RFC 3834) or backscatter to a forged
 sender, and a bounce or an abuse report must never open a ticket. The rules follow the RFCs
@@ -20,8 +20,14 @@ from mailsupport.core.message import MailKind, ParsedMessage, Screening
 from mailsupport.core.outmail import is_our_message_id
 
 # Strongest first: a bounce of a list mail is a bounce, an abuse report quoting an
-# auto-reply is a report.
-_PRECEDENCE = (MailKind.FEEDBACK, MailKind.BOUNCE, MailKind.AUTO_REPLY, MailKind.LIST)
+# auto-reply is a report, an absence notice is one whatever else its headers say.
+_PRECEDENCE = (
+    MailKind.FEEDBACK,
+    MailKind.BOUNCE,
+    MailKind.AUTO_REPLY,
+    MailKind.AUTOMATIC,
+    MailKind.LIST,
+)
 
 _DSN_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status"})
 _FEEDBACK_PARTS = frozenset({"message/feedback-report"})
@@ -268,7 +274,8 @@ def _machine_sent(msg: ParsedMessage, facts: _Facts) -> bool:
 def _auto_reply_evidence(msg: ParsedMessage, facts: _Facts) -> Iterator[_Evidence]:
     auto_submitted = _auto_submitted(msg)
     if auto_submitted is not None:
-        yield _Evidence(MailKind.AUTO_REPLY, f"Auto-Submitted: {auto_submitted}")
+        kind = _auto_submitted_kind(auto_submitted, facts.subject)
+        yield _Evidence(kind, f"Auto-Submitted: {auto_submitted}")
     for name in _AUTOREPLY_MARKERS:
         value = msg.header(name)
         if value is not None and value.strip().lower() not in {"no", "false", "0"}:
@@ -283,13 +290,28 @@ def _auto_reply_evidence(msg: ParsedMessage, facts: _Facts) -> Iterator[_Evidenc
         yield _Evidence(
             MailKind.AUTO_REPLY, f"subject of an automatic reply: {facts.subject[:80]!r}"
         )
-    elif not _REPLY_OR_FORWARD.match(facts.subject) and _VACATION_HINT.search(facts.subject):
+    elif _absence_hint(facts.subject):
         yield _Evidence(
             MailKind.NORMAL, f"subject suggests an absence notice: {facts.subject[:80]!r}"
         )
     suppress = _suppressed(msg)
     if suppress:
         yield _Evidence(MailKind.NORMAL, f"X-Auto-Response-Suppress: {suppress}")
+
+
+def _auto_submitted_kind(mode: str, subject: str) -> MailKind:
+    """RFC 3834: ``auto-replied`` answers a mail; anything else (``auto-generated``: a ticket
+    system's "incident assigned", a monitoring alert) was written for its own sake.
+
+    Some absence notices say ``auto-generated``; their subject still gives them away.
+    """
+    if mode.startswith("auto-replied") or _AUTOREPLY_SUBJECT.match(subject):
+        return MailKind.AUTO_REPLY
+    return MailKind.AUTO_REPLY if _absence_hint(subject) else MailKind.AUTOMATIC
+
+
+def _absence_hint(subject: str) -> bool:
+    return not _REPLY_OR_FORWARD.match(subject) and bool(_VACATION_HINT.search(subject))
 
 
 def _list_manager_reply(msg: ParsedMessage) -> bool:

@@ -151,12 +151,35 @@ def test_forwarded_bounce_is_mail_from_a_person() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["auto-replied", "auto-generated", "auto-notified; owner-email=x"]
+    ("value", "kind"),
+    [
+        ("auto-replied", MailKind.AUTO_REPLY),
+        ("auto-replied (vacation)", MailKind.AUTO_REPLY),
+        ("auto-generated", MailKind.AUTOMATIC),
+        ("auto-notified; owner-email=x", MailKind.AUTOMATIC),
+    ],
 )
-def test_auto_submitted_other_than_no_is_an_automatic_reply(value: str) -> None:
+def test_auto_submitted_other_than_no_is_never_answered(value: str, kind: MailKind) -> None:
+    """An auto-reply answers a mail; other automatic mail (a notice) answers nothing."""
     result = check(*HUMAN, f"Auto-Submitted: {value}", "Subject: Away")
-    assert result.kind is MailKind.AUTO_REPLY
+    assert result.kind is kind
     assert result.no_auto_reply
+
+
+def test_an_incident_notice_is_automatic_mail_not_an_auto_reply() -> None:
+    result = check(
+        "From: ServiceNow <instance@service-now.example>",
+        "Auto-Submitted: auto-generated",
+        "Subject: Incident INC0012345 has been assigned to your group",
+    )
+    assert result.kind is MailKind.AUTOMATIC
+    assert result.no_auto_reply
+
+
+@pytest.mark.parametrize("subject", ["Out of Office: Printer jammed", "I am on vacation"])
+def test_an_auto_generated_absence_notice_is_an_auto_reply(subject: str) -> None:
+    result = check(*HUMAN, "Auto-Submitted: auto-generated", f"Subject: {subject}")
+    assert result.kind is MailKind.AUTO_REPLY
 
 
 def test_auto_submitted_no_is_a_person() -> None:
