@@ -8,6 +8,8 @@ answer to the earlier mail would have arrived first.
 
 from __future__ import annotations
 
+import json
+import smtplib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,9 +24,11 @@ from mailsupport.daemon import Daemon
 
 from _fixtures import config_data, write_config
 from sink import Sink
-from support import make_mail, show_ticket, wait_for
+from support import make_mail, run_cli, show_ticket, wait_for
 
 CAROL = "carol@customer.test"
+ALICE = "alice@example.com"
+SERVICENOW = "instance@service-now.example"
 
 
 @dataclass
@@ -96,3 +100,54 @@ def test_mail_piped_with_the_null_sender_gets_no_acknowledgement(running: Runnin
     # Both are kept as tickets all the same.
     assert show_ticket(running.config_file, 1)["requester"] == CAROL
     assert show_ticket(running.config_file, 2)["requester"] == "erin@customer.test"
+
+
+def _smtp(running: Running, sender: str, raw: bytes, to: str = "support@example.com") -> None:
+    """Postfix relaying to the daemon's listener."""
+    assert running.daemon.smtp_address is not None
+    with smtplib.SMTP(*running.daemon.smtp_address, timeout=30) as client:
+        client.sendmail(sender, [to], raw)
+
+
+def _inbox(config_file: str, outcome: str) -> list[dict[str, Any]]:
+    result = run_cli(config_file, "inbox", "list", "--json", "--outcome", outcome)
+    assert result.exit_code == 0, result.output
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+def test_an_incident_notice_opens_a_ticket_and_an_absence_notice_is_listed(
+    running: Running,
+) -> None:
+    added = run_cli(
+        running.config_file, "operators", "add", ALICE, "--name", "Alice", "--queue", "support"
+    )
+    assert added.exit_code == 0, added.output
+    incident = make_mail(
+        sender=f"ServiceNow <{SERVICENOW}>",
+        subject="Incident INC0012345 has been assigned to your group",
+        message_id="<inc0012345@service-now.example>",
+        headers={"Auto-Submitted": "auto-generated", "Precedence": "bulk"},
+    )
+    _smtp(running, SERVICENOW, incident)
+    [told] = wait_for(lambda: running.relay.to(ALICE), timeout=60)
+    assert told.message["Subject"].startswith("[ACME #1]")
+    assert running.relay.to(SERVICENOW) == []  # the ticket system gets nothing back
+    [row] = _inbox(running.config_file, "ticket")
+    assert (row["message_id"], row["from"], row["ticket"]) == (
+        "inc0012345@service-now.example",
+        SERVICENOW,
+        1,
+    )
+
+    away = make_mail(
+        sender="bob@customer.test",
+        subject="Out of office: Quarterly report",
+        message_id="<away@customer.test>",
+        headers={"Auto-Submitted": "auto-replied"},
+    )
+    _smtp(running, "", away)
+    [dropped] = wait_for(lambda: _inbox(running.config_file, "dropped"), timeout=60)
+    assert dropped["message_id"] == "away@customer.test"
+    assert dropped["reason"] == "automatic reply matching no ticket"
+    assert dropped["ticket"] is None

@@ -9,6 +9,7 @@ address; every bounce is recorded on the ticket. A bounce never opens a ticket o
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -56,30 +57,42 @@ def _recipient(outbox: Outbox, failed: FailedRecipient) -> OutboxRecipient | Non
     return outbox.recipients[0] if len(outbox.recipients) == 1 else None
 
 
+@dataclass(frozen=True)
+class LinkedBounce:
+    """What a bounce was found to be about, and what was done with it."""
+
+    detail: str  # for the stored message's outcome
+    linked: bool  # it is about mail of ours
+    ticket_number: int | None = None  # the ticket of that mail
+
+
 def link_bounce(
     session: Session, incoming: Incoming, raw: bytes, config: Config, now: datetime
-) -> str:
-    """Apply a bounce to the outbox; returns what was done, for the stored message's outcome."""
+) -> LinkedBounce:
+    """Apply a bounce to the outbox."""
     report = parse_bounce(raw)
     outbox = find_outbox(session, incoming, report, config)
     if outbox is None:
-        return "bounce about no mail of ours"
+        return LinkedBounce("bounce about no mail of ours", linked=False)
     failures = report.recipients if report else ()
     if not failures and len(outbox.recipients) == 1:
         failures = (
             FailedRecipient(outbox.recipients[0].address, Severity.HARD, "", "unparsed bounce"),
         )
+    ticket = session.get(Ticket, outbox.ticket_id) if outbox.ticket_id else None
     applied = [
-        _apply_failure(session, outbox, recipient, failed, config=config, now=now)
+        _apply_failure(session, outbox, ticket, recipient, failed, config=config, now=now)
         for failed in failures
         if (recipient := _recipient(outbox, failed)) is not None
     ]
-    return f"bounce of outbox {outbox.id}: " + (", ".join(applied) or "no recipient identified")
+    detail = f"bounce of outbox {outbox.id}: " + (", ".join(applied) or "no recipient identified")
+    return LinkedBounce(detail, linked=True, ticket_number=ticket.number if ticket else None)
 
 
 def _apply_failure(
     session: Session,
     outbox: Outbox,
+    ticket: Ticket | None,
     recipient: OutboxRecipient,
     failed: FailedRecipient,
     *,
@@ -91,7 +104,6 @@ def _apply_failure(
         recipient.detail = f"bounced: {failed.status} {failed.diagnostic}".strip()
         recipient.updated_at = now
         _count_hard_bounce(session, recipient.address, config, now)
-    ticket = session.get(Ticket, outbox.ticket_id) if outbox.ticket_id else None
     if ticket is not None:
         record_event(
             session,
