@@ -151,3 +151,59 @@ def test_an_incident_notice_opens_a_ticket_and_an_absence_notice_is_listed(
     assert dropped["message_id"] == "away@customer.test"
     assert dropped["reason"] == "automatic reply matching no ticket"
     assert dropped["ticket"] is None
+
+
+def _gave_up(bounce_address: str, recipient: str, message_id: str, n: int) -> bytes:
+    """Postfix's report once its queue lifetime is over: "Action: failed" with a 4.x.x."""
+    return (
+        f"From: MAILER-DAEMON@mx.example.com (Mail Delivery System)\r\nTo: {bounce_address}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <gave-up-{n}@mx.example.com>\r\nAuto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; "
+        'boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
+        "This is the mail system at host mx.example.com.\r\n\r\n"
+        "I'm sorry to have to inform you that your message could not\r\n"
+        "be delivered to one or more recipients.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n"
+        f"\r\nFinal-Recipient: rfc822; {recipient}\r\nOriginal-Recipient: rfc822;{recipient}\r\n"
+        "Action: failed\r\nStatus: 4.4.1\r\n"
+        "Diagnostic-Code: X-Postfix; connect to mx.customer.test[192.0.2.7]:25: Connection"
+        " timed out\r\n\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{message_id}>\r\n"
+        "\r\n--b--\r\n"
+    ).encode()
+
+
+def _undeliverable(relay: Sink, address: str) -> list[Any]:
+    return [r for r in relay.to(address) if "Undeliverable:" in r.message["Subject"]]
+
+
+def test_a_report_that_postfix_gave_up_is_final_and_told_once(running: Running) -> None:
+    added = run_cli(
+        running.config_file, "operators", "add", ALICE, "--name", "Alice", "--queue", "support"
+    )
+    assert added.exit_code == 0, added.output
+    _smtp(running, CAROL, make_mail())
+    [ack] = wait_for(lambda: running.relay.to(CAROL), timeout=60)
+    message_id = ack.message["Message-ID"].strip("<>")
+    # Postfix accepted the acknowledgement, tried for days, and gave up: its report comes back
+    # to the signed bounce address, with the null sender.
+    _smtp(running, "", _gave_up(ack.mail_from, CAROL, message_id, 1), to=ack.mail_from)
+    [told] = wait_for(lambda: _undeliverable(running.relay, ALICE), timeout=60)
+    body = told.message.get_body(("plain",)).get_content()
+    assert f"{CAROL}: bounced: 4.4.1 connect to mx.customer.test" in body
+    shown = run_cli(running.config_file, "outbox", "list", "--json")
+    statuses = {
+        r["address"]: r["status"] for row in json.loads(shown.stdout) for r in row["recipients"]
+    }
+    assert statuses[CAROL] == "bounced"
+
+    _smtp(running, "", _gave_up(ack.mail_from, CAROL, message_id, 2), to=ack.mail_from)
+    _smtp(running, "dave@customer.test", make_mail(sender="dave@customer.test"))
+    # Dave's ticket is told to Alice after anything the second report could have caused.
+    wait_for(
+        lambda: any(r.message["Subject"].startswith("[ACME #2]") for r in running.relay.to(ALICE)),
+        timeout=60,
+    )
+    assert len(_undeliverable(running.relay, ALICE)) == 1
+    assert len(running.relay.to(CAROL)) == 1  # and a report is never answered

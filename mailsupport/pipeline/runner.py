@@ -42,6 +42,7 @@ from mailsupport.db.models import (
 from mailsupport.domain.actors import contact_actor
 from mailsupport.domain.tickets import new_events, record_event
 from mailsupport.errors import MessageParseError, first_line
+from mailsupport.outbound.failures import FailureReport
 from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.bounce import link_bounce
@@ -181,6 +182,7 @@ class Pipeline:
         self.clock = clock
         self.notifier = notifier or Notifier(config, clock)
         self.staff = self.notifier.staff
+        self.failures = FailureReport(config, self.staff)
 
     def process_pending(self, limit: int | None = None, share: Share | None = None) -> int:
         """Process the backlog in arrival order; returns how many messages were handled.
@@ -342,7 +344,7 @@ class Pipeline:
         if claim is not None and claim.operator is None:
             _not_proven(session, incoming, ticket, claim, now)
         if incoming.screening.kind is MailKind.BOUNCE:
-            linked = link_bounce(session, incoming, raw, self.config, now)
+            linked = link_bounce(session, incoming, raw, self.config, self.failures, now)
             disposition = Disposition.BOUNCE if linked.linked else Disposition.DROPPED
             return _Routed(None, linked.detail, disposition, linked.ticket_number)
         detail = f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
