@@ -64,6 +64,17 @@ def test_deliver_from_postfix_null_sender_is_the_null_sender(config_file: str) -
     assert "null return path" in suppressed["reason"]
 
 
+def test_mail_to_two_support_addresses_goes_to_the_first_whatever_postfix_delivers_first(
+    config_file: str,
+) -> None:
+    """With a recipient limit of 1, Postfix pipes one copy per address, in no set order."""
+    raw = make_mail(to="support@example.com, sales@example.com")
+    for recipient in ("sales@example.com", "support@example.com"):
+        result = _deliver(config_file, raw, "-f", "carol@customer.test", "-r", recipient)
+        assert result.returncode == 0, result.stderr
+    assert show_ticket(config_file, 1)["queue"] == "support"
+
+
 def test_deliver_twice_is_one_message(config_file: str) -> None:
     raw = make_mail(message_id="<gw-twice@customer.test>")
     assert _deliver(config_file, raw).returncode == 0
