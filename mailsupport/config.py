@@ -123,6 +123,9 @@ class PipelineConfig:
     # others (sharing a PostgreSQL database) process it.
     workers: int = 1
     poll_interval: float = 2.0  # seconds between backlog checks when nothing signals new mail
+    # Automatic mail that is no bounce or auto-reply (Auto-Submitted: auto-generated, such as a
+    # ticket system's notices) and matches no ticket: "ticket" opens one, "drop" keeps it aside.
+    automatic_mail: str = "ticket"
 
 
 IMAP_AFTER_HELP = "must be move:<folder>, flag or delete"
@@ -415,7 +418,11 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
     ),
     "pipeline": (
         PipelineConfig,
-        {"workers": _non_negative_int, "poll_interval": _positive_float},
+        {
+            "workers": _non_negative_int,
+            "poll_interval": _positive_float,
+            "automatic_mail": _choice("ticket", "drop"),
+        },
     ),
 }
 

@@ -457,6 +457,7 @@ def test_showing_commands_do_not_wait_for_the_write_lock(tmp_path: Path, sqlite_
             ["tickets", "show", "1", "--json"],
             ["tickets", "list"],
             ["quarantine", "list"],
+            ["inbox", "list"],
             ["outbox", "list"],
             ["operators", "list"],
         ):

@@ -43,6 +43,10 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
         ({"notifications": {"statuses": ["done"]}}, "notifications.statuses must be a list"),
         ({"limits": {"auto_replies_per_hour": 0}}, "limits.auto_replies_per_hour must be"),
         ({"outbound": {"give_up_after_hours": -1}}, "outbound.give_up_after_hours must be"),
+        (
+            {"pipeline": {"automatic_mail": "keep"}},
+            "pipeline.automatic_mail must be one of ticket, drop",
+        ),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, object], message: str) -> None:

@@ -32,8 +32,8 @@ HARD, SOFT = Severity.HARD, Severity.SOFT
 EXPECTED: dict[str, list[tuple[str, Severity]]] = {
     # RFC 3464, two recipients.
     "lhost-postfix-02.eml": [("filtered@example.co.jp", HARD), ("userunknown@example.co.jp", HARD)],
-    # Postfix gave up on a temporary failure: "Action: failed" with a 4.4.1 status.
-    "lhost-postfix-08.eml": [("kijitora@example.com", SOFT)],
+    # Postfix gave up on a temporary failure: "Action: failed" with a 4.4.1 status is final.
+    "lhost-postfix-08.eml": [("kijitora@example.com", HARD)],
     # A quoted local part in Final-Recipient.
     "lhost-postfix-32.eml": [('"neko....nyaan...."@libsisimai.org', HARD)],
     # qmail: "<address>:" then the reason.

@@ -10,6 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import select
+
+from mailsupport.app import open_app
+from mailsupport.config import load_config
+from mailsupport.db.models import Event, Inbound
+
 from _fixtures import config_data, write_config
 from support import inbound, make_mail, run_cli, set_schema_revision, show_ticket
 
@@ -38,6 +44,35 @@ def test_deliver_exit_0_after_commit(config_file: str) -> None:
     assert result.returncode == 0, result.stderr
     ticket = show_ticket(config_file, 1)
     assert ticket["requester"] == "carol@customer.test"
+
+
+def test_deliver_from_postfix_null_sender_is_the_null_sender(config_file: str) -> None:
+    """Postfix's pipe passes <> as ``-f MAILER-DAEMON``: stored as <>, and never answered."""
+    result = _deliver(config_file, make_mail(), "-f", "MAILER-DAEMON", "-r", "support@example.com")
+    assert result.returncode == 0, result.stderr
+    ticket = show_ticket(config_file, 1)
+    assert [m["direction"] for m in ticket["messages"]] == ["in"]  # no acknowledgement
+    app = open_app(load_config(config_file))
+    try:
+        with app.factory() as session:
+            assert session.execute(select(Inbound.envelope_from)).scalar_one() == ""
+            suppressed = session.execute(
+                select(Event.data).where(Event.kind == "auto_reply_suppressed")
+            ).scalar_one()
+    finally:
+        app.close()
+    assert "null return path" in suppressed["reason"]
+
+
+def test_mail_to_two_support_addresses_goes_to_the_first_whatever_postfix_delivers_first(
+    config_file: str,
+) -> None:
+    """With a recipient limit of 1, Postfix pipes one copy per address, in no set order."""
+    raw = make_mail(to="support@example.com, sales@example.com")
+    for recipient in ("sales@example.com", "support@example.com"):
+        result = _deliver(config_file, raw, "-f", "carol@customer.test", "-r", recipient)
+        assert result.returncode == 0, result.stderr
+    assert show_ticket(config_file, 1)["queue"] == "support"
 
 
 def test_deliver_twice_is_one_message(config_file: str) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 
 from mailsupport.app import open_app
 from mailsupport.config import build_config
-from mailsupport.db.migrate import upgrade
-from mailsupport.db.models import Base, Inbound
+from mailsupport.db.migrate import MIGRATIONS, upgrade
+from mailsupport.db.models import Base, Inbound, Outbox
 from mailsupport.pipeline.runner import Pipeline
 
 from _fixtures import config_data
-from support import make_mail
+from support import ingest, make_mail
 
 _STORE_0004 = text(
     "INSERT INTO inbound (dedupe_key, message_id, channel, envelope_to, received_at, size, raw,"
@@ -61,3 +63,58 @@ def test_the_migrated_schema_is_the_models(db_url: str) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_mail_processed_before_outcomes_were_kept_gets_them(db_url: str) -> None:
+    """Processed by a version that kept no disposition: it is worked out from what it became."""
+    app = open_app(build_config(config_data(db_url), env={}), migrate=True)
+    try:
+        opened = ingest(app, make_mail(message_id="<first@customer.test>"))
+        joined = ingest(app, make_mail(subject="Re: x", in_reply_to="<first@customer.test>"))
+        away = ingest(
+            app, make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"})
+        )
+        with app.factory() as session:
+            ack = session.execute(select(Outbox.message_id)).scalars().first()
+        bounce = ingest(app, _bounce_of(str(ack)))
+    finally:
+        app.close()
+    engine = create_engine(db_url)
+    try:
+        _downgrade(engine, "0005")
+        upgrade(engine)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    Inbound.id, Inbound.disposition, Inbound.ticket_number, Inbound.from_address
+                ).order_by(Inbound.id)
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        (opened.inbound_id, "ticket", 1, "carol@customer.test"),
+        (joined.inbound_id, "follow-up", 1, "carol@customer.test"),
+        (away.inbound_id, "dropped", None, None),
+        (bounce.inbound_id, "bounce", None, None),
+    ]
+
+
+def _bounce_of(message_id: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.customer.test\r\nTo: support@example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn@mx.customer.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; "
+        'boundary="b"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n'
+        "Reporting-MTA: dns; mx.customer.test\r\n\r\n"
+        "Final-Recipient: rfc822; carol@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{message_id}>\r\n"
+        "\r\n--b--\r\n"
+    ).encode()

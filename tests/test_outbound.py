@@ -25,7 +25,8 @@ from mailsupport.core.message import Address
 from mailsupport.core.outmail import OutgoingMail, new_message_id
 from mailsupport.db.models import Event, Outbox, OutboxRecipient
 from mailsupport.domain.actors import cli_actor
-from mailsupport.domain.tickets import change_status, get_ticket, parse_status
+from mailsupport.domain.operators import add_operator, join_queue
+from mailsupport.domain.tickets import change_status, get_or_create_queue, get_ticket, parse_status
 from mailsupport.outbound import sender as sender_module
 from mailsupport.outbound.notify import Notifier
 from mailsupport.outbound.outbox import enqueue
@@ -36,6 +37,7 @@ from sink import Sink
 from support import ingest, make_mail, ticket_json
 
 CUSTOMER_ID = "<first@customer.test>"
+ALICE = "alice@example.com"
 
 
 def outbound_config(db_url: str, relay: Sink, **sections: dict[str, Any]) -> Config:
@@ -540,6 +542,45 @@ def test_no_automatic_mail_in_answer_to(out_app: App, relay: Sink, trigger: str)
     send(out_app)
     assert relay.received == []
     assert [r for r in outbox_rows(out_app) if r.automatic] == []
+
+
+SPAM = {"X-Spam-Flag": "YES", "X-Spam-Status": "Yes, score=9.1 required=5.0 tests=BAYES_99"}
+
+
+def test_mail_flagged_as_spam_opens_its_ticket_and_gets_no_answer(
+    out_app: App, relay: Sink
+) -> None:
+    """An acknowledgement to spam is backscatter; the mail may be real, so it is kept."""
+    with out_app.factory.begin() as session:
+        support = get_or_create_queue(session, "support")
+        join_queue(session, add_operator(session, ALICE, "Alice", out_app.clock.now()), support)
+    outcome = ingest(out_app, make_mail(headers=SPAM))
+    assert outcome.ticket_number == 1
+    send(out_app)
+    assert relay.to("carol@customer.test") == []
+    [held] = events(out_app, "auto_reply_suppressed")
+    assert held.data["mail"] == "acknowledgement"
+    assert "flagged as spam: X-Spam-Flag: YES" in held.data["reason"]
+    [told] = relay.to(ALICE)  # operators hear of it as of any new ticket, with the verdict
+    body = told.message.get_body(("plain",)).get_content()
+    assert body.startswith(
+        "Flagged as spam by the mail filter (X-Spam-Flag: YES, X-Spam-Status: Yes)"
+    )
+
+
+def test_a_reply_flagged_as_spam_joins_its_ticket_and_causes_no_notice(
+    out_app: App, relay: Sink
+) -> None:
+    ingest(out_app, make_mail(message_id=CUSTOMER_ID))
+    set_status(out_app, 1, "waiting")
+    send(out_app)
+    sent_before = len(relay.received)
+    [ack] = [r for r in outbox_rows(out_app) if r.kind == "acknowledgement"]
+    reply = make_mail(subject="Re: Printer", in_reply_to=f"<{ack.message_id}>", headers=SPAM)
+    assert ingest(out_app, reply).ticket_number == 1
+    send(out_app)
+    assert len(relay.received) == sent_before
+    assert len(ticket_json(out_app, 1)["messages"]) == 4  # mail, ack, notice, the reply
 
 
 def test_null_return_path_gets_no_reply(out_app: App, relay: Sink) -> None:

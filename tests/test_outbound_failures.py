@@ -146,3 +146,65 @@ def test_nobody_in_the_queue_every_operator_is_told(app: App, relay: Sink) -> No
     send_all(app)
     send_all(app)
     assert notice_rows(app) == [(ALICE, "sent"), (BOB, "sent")]
+
+
+def _dsn(bounce_address: str, recipient: str, message_id: str, status: str, n: int = 1) -> bytes:
+    """A report as Postfix sends it once it gives up: "Action: failed", whatever the status."""
+    return (
+        f"From: MAILER-DAEMON@mx.customer.test\r\nTo: {bounce_address}\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn{n}@mx.customer.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; "
+        'boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nI gave up.\r\n'
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.customer.test\r\n"
+        f"\r\nFinal-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
+        "Diagnostic-Code: smtp; 451 4.4.7 delivery time expired\r\n\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{message_id}>\r\n"
+        "\r\n--b--\r\n"
+    ).encode()
+
+
+def _bounce(app: App, relay: Sink, address: str, n: int = 1, status: str = "4.4.7") -> None:
+    """The MTA's report that the last mail we sent to ``address`` could not be delivered."""
+    mail = relay.to(address)[-1]
+    ingest(
+        app,
+        _dsn(mail.mail_from, address, mail.message["Message-ID"].strip("<>"), status, n),
+        envelope_to=(mail.mail_from,),
+    )
+
+
+def test_a_bounce_report_is_told_to_the_queue_once(app: App, relay: Sink) -> None:
+    """Behind an MTA the relay accepts everything: a failure comes back as a report."""
+    add_operators(app)
+    ingest(app, make_mail())
+    send_all(app)
+    assert len(relay.to(CUSTOMER)) == 1  # the acknowledgement, accepted by the relay
+    _bounce(app, relay, CUSTOMER)
+    with app.factory() as session:
+        ack = session.execute(
+            select(OutboxRecipient).where(OutboxRecipient.address == CUSTOMER)
+        ).scalar_one()
+        assert ack.state == "bounced"
+    send_all(app)
+    for operator in (ALICE, BOB):
+        [notice] = notices(relay, operator)
+        body = notice.message.get_body(("plain",)).get_content()
+        assert f"{CUSTOMER}: bounced: 4.4.7 451 4.4.7 delivery time expired" in body
+        assert "mailsupport outbox retry" in body
+    _bounce(app, relay, CUSTOMER, n=2, status="5.4.7")  # another report about the same mail
+    send_all(app)
+    assert [len(notices(relay, o)) for o in (ALICE, BOB)] == [1, 1]
+    assert relay.to(CUSTOMER)[1:] == []  # never the customer
+
+
+def test_a_bounced_failure_notice_tells_nobody(app: App, relay: Sink) -> None:
+    add_operators(app)
+    ingest(app, make_mail())
+    send_all(app)
+    _bounce(app, relay, CUSTOMER)
+    send_all(app)
+    sent = len(relay.received)
+    _bounce(app, relay, ALICE, n=2)  # Alice's mailbox is gone: the notice to her bounces
+    send_all(app)
+    assert len(relay.received) == sent
+    assert notice_rows(app) == [(ALICE, "sent"), (BOB, "sent")]

@@ -52,6 +52,27 @@ def test_queue_by_recipient(app: App) -> None:
 
 
 @pytest.mark.parametrize(
+    ("to", "cc", "delivered_to", "queue"),
+    [
+        # Postfix delivers each recipient's copy on its own; the copy stored first decides
+        # nothing: the first of our addresses in To, then Cc, does.
+        ("support@example.com", "sales@example.com", ("sales@example.com",), "support"),
+        ("support@example.com, sales@example.com", None, ("sales@example.com",), "support"),
+        ("Sales <sales@example.com>", "support@example.com", ("support@example.com",), "sales"),
+        ("ann@customer.test, sales@example.com", "support@example.com", (), "sales"),
+        # None of ours in the headers (Bcc): the first in the configuration.
+        ("ann@customer.test", None, ("sales@example.com", "support@example.com"), "support"),
+        ("ann@customer.test", None, ("sales@example.com",), "sales"),
+    ],
+)
+def test_the_queue_of_mail_to_two_of_our_addresses_is_the_first_named(
+    app: App, to: str, cc: str | None, delivered_to: tuple[str, ...], queue: str
+) -> None:
+    outcome = ingest(app, make_mail(to=to, cc=cc), envelope_to=delivered_to)
+    assert ticket_json(app, outcome.ticket_number)["queue"] == queue
+
+
+@pytest.mark.parametrize(
     "prefix", ["Re: ", "RE: Re: ", "Fwd: ", "AW: ", "SV: ", "Ответ: ", "回复: ", "Re[2]: ", ""]
 )
 def test_tag_with_each_prefix_style(app: App, prefix: str) -> None:

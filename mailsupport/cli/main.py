@@ -12,6 +12,7 @@ from mailsupport import __version__
 from mailsupport.cli.context import CliContext
 from mailsupport.cli.db import db
 from mailsupport.cli.imap import imap
+from mailsupport.cli.inbox import inbox
 from mailsupport.cli.intake import deliver, import_group
 from mailsupport.cli.operators import operators
 from mailsupport.cli.outbox import outbox
@@ -67,6 +68,7 @@ _COMMANDS = (
     tickets,
     participants,
     operators,
+    inbox,
     quarantine,
     outbox,
     imap,

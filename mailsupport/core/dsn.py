@@ -314,9 +314,13 @@ def _dsn_failure(block: dict[str, str]) -> FailedRecipient | None:
 def _dsn_severity(action: str, status: str, diagnostic: str) -> Severity | None:
     if action in _NOT_FAILED:
         return None
+    if action == "failed":
+        # RFC 3464: the MTA gave up, however temporary the last reply (Postfix's 4.4.7 after
+        # its queue lifetime): nothing will try again.
+        return Severity.HARD
     if action == "delayed" or status.startswith("4"):
         return Severity.SOFT
-    if status.startswith("5") or action == "failed":
+    if status.startswith("5"):
         return Severity.HARD
     if status.startswith("2"):
         return None

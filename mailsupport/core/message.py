@@ -44,7 +44,8 @@ class MailKind(enum.StrEnum):
 
     NORMAL = "normal"
     BOUNCE = "bounce"  # DSN / non-delivery report
-    AUTO_REPLY = "auto_reply"  # vacation, out-of-office, autoresponders
+    AUTO_REPLY = "auto_reply"  # vacation, out-of-office, autoresponders: answers to a mail
+    AUTOMATIC = "automatic"  # machine mail answering nothing (Auto-Submitted: auto-generated)
     LIST = "list"  # mailing lists and bulk mail
     FEEDBACK = "feedback"  # ARF abuse / spam complaints
 
@@ -54,12 +55,14 @@ class Screening:
     """Result of screening a message for machine-generated mail.
 
     ``reasons`` names the evidence (``"Auto-Submitted: auto-replied"``, ``"List-Id"``...);
-    ``no_auto_reply`` is true whenever an automatic answer would risk a loop.
+    ``no_auto_reply`` is true whenever an automatic answer would risk a loop; ``spam`` names
+    the filter's verdict (``"X-Spam-Flag: YES"``) when the receiving MTA flagged the mail.
     """
 
     kind: MailKind
     reasons: tuple[str, ...] = ()
     no_auto_reply: bool = False
+    spam: str = ""
 
 
 @dataclass(frozen=True)

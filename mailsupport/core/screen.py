@@ -1,11 +1,13 @@
-"""Recognise machine-generated mail: bounces, abuse reports, auto-replies and list mail.
+"""Recognise machine-generated mail (bounces, abuse reports, auto-replies, other automatic
+mail, list mail) and mail the receiving MTA's filter flagged as spam.
 
-Answering any of them automatically risks a mail loop (RFC 3834), and a bounce or an abuse
-report must never open a ticket. The rules follow the RFCs first (DSN and ARF structure,
-Auto-Submitted, List-*), then what RT, Znuny, Zammad and sisimai learned from mailers that
-ignore them. Evidence that could equally come from a person (a subject such as "Returned
-mail", a postmaster sender) only stops automatic answers unless something else confirms it,
-because a misjudged customer mail would be silently left without a ticket.
+Answering any of them automatically risks a mail loop (RFC 3834) or backscatter to a forged
+sender, and a bounce or an abuse report must never open a ticket. The rules follow the RFCs
+first (DSN and ARF structure, Auto-Submitted, List-*), then what RT, Znuny, Zammad and sisimai
+learned from mailers that ignore them. Evidence that could equally come from a person (a
+subject such as "Returned mail", a postmaster sender) only stops automatic answers unless
+something else confirms it, because a misjudged customer mail would be silently left without
+a ticket.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from mailsupport.core.message import MailKind, ParsedMessage, Screening
 from mailsupport.core.outmail import is_our_message_id
 
 # Strongest first: a bounce of a list mail is a bounce, an abuse report quoting an
-# auto-reply is a report.
-_PRECEDENCE = (MailKind.FEEDBACK, MailKind.BOUNCE, MailKind.AUTO_REPLY, MailKind.LIST)
+# auto-reply is a report, an absence notice is one whatever else its headers say.
+_PRECEDENCE = (
+    MailKind.FEEDBACK,
+    MailKind.BOUNCE,
+    MailKind.AUTO_REPLY,
+    MailKind.AUTOMATIC,
+    MailKind.LIST,
+)
 
 _DSN_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status"})
 _FEEDBACK_PARTS = frozenset({"message/feedback-report"})
@@ -85,6 +93,13 @@ _SMTP_ERROR = re.compile(
 )
 _REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w.-]+)", re.IGNORECASE)
 _SUPPRESS_TOKENS = frozenset({"all", "autoreply", "oof"})
+# How the null return path <> is written where it cannot be empty: Postfix's pipe(8) passes it
+# to a command as ${sender} = "MAILER-DAEMON" (unless null_sender= says otherwise), and some
+# MTAs write it so in Return-Path.
+_NULL_SENDERS = frozenset({"", "mailer-daemon"})
+# rspamd's actions that mean spam; "greylist" and "soft reject" only delay the mail.
+_RSPAMD_SPAM_ACTIONS = frozenset({"reject", "add header", "rewrite subject"})
+_RSPAMD_REJECT = re.compile(r"default:\s*true\b", re.IGNORECASE)
 _PRECEDENCE_LIST = frozenset({"bulk", "list", "junk"})
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
@@ -97,6 +112,11 @@ class _Evidence:
     reason: str
 
 
+def is_null_sender(address: str | None) -> bool:
+    """Whether an envelope sender or Return-Path is the null path ``<>`` (None: not known)."""
+    return address is not None and address.strip().strip("<>").strip().lower() in _NULL_SENDERS
+
+
 def screen(
     msg: ParsedMessage,
     *,
@@ -105,17 +125,19 @@ def screen(
 ) -> Screening:
     """Classify a message and decide whether an automatic answer would be safe."""
     facts = _Facts.of(msg)
+    spam = tuple(_spam_verdicts(msg))
     evidence = [
         *_report_evidence(msg, facts),
         *_bounce_evidence(msg, facts),
         *_auto_reply_evidence(msg, facts),
         *_list_evidence(msg),
         *_loop_evidence(msg, facts, own_addresses, own_domains),
+        *(_Evidence(MailKind.NORMAL, f"flagged as spam: {verdict}") for verdict in spam),
     ]
     kinds = {item.kind for item in evidence}
     kind = next((k for k in _PRECEDENCE if k in kinds), MailKind.NORMAL)
     reasons = tuple(dict.fromkeys(item.reason for item in evidence))
-    return Screening(kind, reasons, no_auto_reply=bool(evidence))
+    return Screening(kind, reasons, no_auto_reply=bool(evidence), spam=", ".join(spam))
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,7 @@ class _Facts:
     sender: str  # the From address, or the raw From text when it did not parse
     sender_local: str  # its local part, lower-cased, without "-", "_" and "."
     return_local: str | None  # the same for the Return-Path; None when there is none
+    null_return_path: bool  # the Return-Path is <> (or MAILER-DAEMON, as Postfix passes it)
     subject: str
     bounce_subject: bool  # reads like a bounce and is not a reply to or forward of one
     part_types: frozenset[str]
@@ -137,14 +160,11 @@ class _Facts:
             sender=sender,
             sender_local=_local_part(sender),
             return_local=None if return_path is None else _local_part(return_path),
+            null_return_path=is_null_sender(return_path),
             subject=msg.subject,
             bounce_subject=_is_bounce_subject(msg.subject),
             part_types=frozenset(a.content_type for a in msg.attachments),
         )
-
-    @property
-    def null_return_path(self) -> bool:
-        return self.return_local == ""
 
     @property
     def from_daemon(self) -> bool:
@@ -254,7 +274,8 @@ def _machine_sent(msg: ParsedMessage, facts: _Facts) -> bool:
 def _auto_reply_evidence(msg: ParsedMessage, facts: _Facts) -> Iterator[_Evidence]:
     auto_submitted = _auto_submitted(msg)
     if auto_submitted is not None:
-        yield _Evidence(MailKind.AUTO_REPLY, f"Auto-Submitted: {auto_submitted}")
+        kind = _auto_submitted_kind(auto_submitted, facts.subject)
+        yield _Evidence(kind, f"Auto-Submitted: {auto_submitted}")
     for name in _AUTOREPLY_MARKERS:
         value = msg.header(name)
         if value is not None and value.strip().lower() not in {"no", "false", "0"}:
@@ -269,13 +290,28 @@ def _auto_reply_evidence(msg: ParsedMessage, facts: _Facts) -> Iterator[_Evidenc
         yield _Evidence(
             MailKind.AUTO_REPLY, f"subject of an automatic reply: {facts.subject[:80]!r}"
         )
-    elif not _REPLY_OR_FORWARD.match(facts.subject) and _VACATION_HINT.search(facts.subject):
+    elif _absence_hint(facts.subject):
         yield _Evidence(
             MailKind.NORMAL, f"subject suggests an absence notice: {facts.subject[:80]!r}"
         )
     suppress = _suppressed(msg)
     if suppress:
         yield _Evidence(MailKind.NORMAL, f"X-Auto-Response-Suppress: {suppress}")
+
+
+def _auto_submitted_kind(mode: str, subject: str) -> MailKind:
+    """RFC 3834: ``auto-replied`` answers a mail; anything else (``auto-generated``: a ticket
+    system's "incident assigned", a monitoring alert) was written for its own sake.
+
+    Some absence notices say ``auto-generated``; their subject still gives them away.
+    """
+    if mode.startswith("auto-replied") or _AUTOREPLY_SUBJECT.match(subject):
+        return MailKind.AUTO_REPLY
+    return MailKind.AUTO_REPLY if _absence_hint(subject) else MailKind.AUTOMATIC
+
+
+def _absence_hint(subject: str) -> bool:
+    return not _REPLY_OR_FORWARD.match(subject) and bool(_VACATION_HINT.search(subject))
 
 
 def _list_manager_reply(msg: ParsedMessage) -> bool:
@@ -312,6 +348,28 @@ def _loop_evidence(
     domains = frozenset(d.lower().lstrip("@") for d in own_domains)
     if is_our_message_id(msg.message_id, domains):
         yield _Evidence(MailKind.NORMAL, f"our own Message-ID {msg.message_id}")
+
+
+def _spam_verdicts(msg: ParsedMessage) -> Iterator[str]:
+    """What the receiving MTA's spam filter (SpamAssassin, rspamd) said, when it said spam.
+
+    Answering spam automatically is backscatter to a forged sender; the mail itself is still
+    kept, as filters are sometimes wrong. A sender adding such a header only silences our
+    answers to themselves.
+    """
+    for name in ("X-Spam-Flag", "X-Spam"):
+        value = (msg.header(name) or "").strip()
+        if value.lower() in {"yes", "true"}:
+            yield f"{name}: {value}"
+    status = (msg.header("x-spam-status") or "").strip()
+    if status.lower().startswith("yes"):
+        yield f"X-Spam-Status: {status.split(',', 1)[0]}"
+    result = (msg.header("x-spamd-result") or "").strip()
+    if _RSPAMD_REJECT.match(result):  # rspamd says True only for "reject"
+        yield f"X-Spamd-Result: {result.split(']', 1)[0][:60]}]"
+    action = " ".join((msg.header("x-rspamd-action") or "").lower().split())
+    if action in _RSPAMD_SPAM_ACTIONS:
+        yield f"X-Rspamd-Action: {action}"
 
 
 def _auto_submitted(msg: ParsedMessage) -> str | None:

@@ -55,26 +55,41 @@ _NEVER_A_TICKET = {
 }
 
 
-def decide(facts: ThreadFacts) -> Decision:
+def decide(facts: ThreadFacts, *, automatic_opens_tickets: bool = True) -> Decision:
+    """Where the mail goes; ``automatic_opens_tickets``: whether automatic mail that answers
+    nothing (a notice, not an auto-reply) may open a ticket."""
     if facts.kind in _NEVER_A_TICKET:
         return Decision(Action.NO_TICKET, _NEVER_A_TICKET[facts.kind])
     if facts.from_own_address:
         return Decision(Action.NO_TICKET, "sent from our own address: possible mail loop")
     found = _existing_ticket(facts)
     if found is not None:
-        return _continue(facts, *found)
-    if facts.kind is MailKind.AUTO_REPLY:
-        return Decision(Action.NO_TICKET, "automatic reply matching no ticket")
+        return _continue(facts, *found, automatic_opens_tickets)
+    refused = _robot_without_ticket(facts.kind, automatic_opens_tickets)
+    if refused:
+        return Decision(Action.NO_TICKET, f"{refused} matching no ticket")
     return Decision(Action.NEW_TICKET, _new_reason(facts))
 
 
-def _continue(facts: ThreadFacts, ticket: TicketRef, reason: str) -> Decision:
+def _robot_without_ticket(kind: MailKind, automatic_opens_tickets: bool) -> str:
+    """What the mail is, when it may continue a ticket but never open one; else ""."""
+    if kind is MailKind.AUTO_REPLY:
+        return "automatic reply"
+    if kind is MailKind.AUTOMATIC and not automatic_opens_tickets:
+        return "automatic mail"
+    return ""
+
+
+def _continue(
+    facts: ThreadFacts, ticket: TicketRef, reason: str, automatic_opens_tickets: bool
+) -> Decision:
     """A found ticket is continued, unless it is closed: then a new one (robots get none)."""
     if not ticket.closed:
         by_tag_only = facts.referenced is None
         return Decision(Action.FOLLOW_UP, reason, ticket.number, adds_copied=not by_tag_only)
-    if facts.kind is MailKind.AUTO_REPLY:
-        return Decision(Action.NO_TICKET, f"automatic reply about closed ticket #{ticket.number}")
+    refused = _robot_without_ticket(facts.kind, automatic_opens_tickets)
+    if refused:
+        return Decision(Action.NO_TICKET, f"{refused} about closed ticket #{ticket.number}")
     return Decision(
         Action.NEW_TICKET,
         f"ticket #{ticket.number} is closed; {reason}",

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mailsupport.core.dedupe import DedupeKey, dedupe_key
 from mailsupport.core.limits import CONTROL
-from mailsupport.db.models import Inbound, InboundRaw, InboundState, table_of
+from mailsupport.db.models import Disposition, Inbound, InboundRaw, InboundState, table_of
 from mailsupport.db.upsert import prepared_insert_ignoring_conflict
 
 _INBOUND = table_of(Inbound)
@@ -153,3 +153,30 @@ def pending_ids(
     if share is not None and share.stored_before is not None:
         statement = statement.where(columns.received_at < share.stored_before)
     return list(session.execute(statement).scalars())
+
+
+# What ``inbox list --outcome`` takes: before processing, each Disposition, or set aside.
+OUTCOMES = (InboundState.PENDING, *Disposition, InboundState.QUARANTINED)
+
+
+def outcome_of(row: Inbound) -> str:
+    """Pending, quarantined, or what processing made of the message."""
+    if row.state == InboundState.PROCESSED:
+        return row.disposition or row.state
+    return row.state
+
+
+def list_inbox(
+    session: Session, outcome: str | None = None, limit: int | None = None
+) -> Sequence[Inbound]:
+    """Stored messages, newest first; with ``outcome``, only those (one of ``OUTCOMES``)."""
+    statement = select(Inbound).order_by(Inbound.id.desc())
+    if outcome in (InboundState.PENDING, InboundState.QUARANTINED):
+        statement = statement.where(Inbound.state == outcome)
+    elif outcome is not None:
+        statement = statement.where(
+            Inbound.disposition == outcome, Inbound.state == InboundState.PROCESSED
+        )
+    if limit:
+        statement = statement.limit(limit)
+    return session.execute(statement).scalars().all()

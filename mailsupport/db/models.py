@@ -70,6 +70,15 @@ class InboundState(enum.StrEnum):
     QUARANTINED = "quarantined"
 
 
+class Disposition(enum.StrEnum):
+    """What processing made of a stored message, for ``mailsupport inbox list``."""
+
+    TICKET = "ticket"  # it opened a ticket
+    FOLLOW_UP = "follow-up"  # it joined one
+    BOUNCE = "bounce"  # a delivery report about mail of ours, recorded on that mail
+    DROPPED = "dropped"  # kept out of the tickets: an auto-reply or bounce matching nothing...
+
+
 class TicketStatus(enum.StrEnum):
     NEW = "new"
     OPEN = "open"
@@ -149,8 +158,16 @@ class Inbound(Base):
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(Text)  # what processing did, in words
     queue: Mapped[str | None] = mapped_column(String(64))  # set by a channel that decides it (IMAP)
+    # Once processed: a Disposition, the ticket it went to (or, for a bounce, was about), and
+    # its From address, so that what was kept out of the tickets can be listed and found.
+    disposition: Mapped[str | None] = mapped_column(String(16))
+    ticket_number: Mapped[int | None] = mapped_column(BigInteger)
+    from_address: Mapped[str | None] = mapped_column(String(320))
 
-    __table_args__ = (Index("ix_inbound_state_id", "state", "id"),)
+    __table_args__ = (
+        Index("ix_inbound_state_id", "state", "id"),
+        Index("ix_inbound_disposition_id", "disposition", "id"),
+    )
 
 
 class Counter(Base):

@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsupport.clock import Clock
+from mailsupport.core.screen import is_null_sender
 from mailsupport.db.engine import driver_message
 from mailsupport.db.inbox import RawMail, Stored, store_one
 from mailsupport.errors import StorageError
@@ -28,6 +29,8 @@ def deliver(
 ) -> Stored:
     if not raw.strip():
         raise StorageError("empty message on standard input")
+    if is_null_sender(envelope_from):
+        envelope_from = ""  # Postfix's ${sender} for <>, unless pipe's null_sender= is set
     mail = RawMail(
         raw=raw,
         channel="gateway",

@@ -2,7 +2,9 @@
 
 When a recipient of a ticket's mail finally fails (a 5xx, or still failing when the sender
 gives up after ``give_up_after_hours``), the failure is recorded on the ticket as a
-``delivery_failed`` event, and in the same transaction the operators get one mail about it:
+``delivery_failed`` event, and in the same transaction the operators get one mail about it
+(as they do when a delivery report says the relay could not deliver it, see
+``pipeline.bounce``):
 the ticket's queue's operators and its assignee, or, when the ticket has neither, every active
 operator, so that somebody always hears of it. The customer never gets one, and neither does
 an operator whose own address is the one that failed.
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session
 from mailsupport.config import Config
 from mailsupport.core.outmail import InvalidAddressError
 from mailsupport.core.render import RenderError, Templates
-from mailsupport.db.models import Operator, Outbox, OutboxRecipient, Ticket
+from mailsupport.db.models import Operator, Outbox, OutboxRecipient, RecipientState, Ticket
 from mailsupport.domain.actors import SYSTEM
 from mailsupport.domain.operators import queue_members
 from mailsupport.domain.tickets import record_event
@@ -43,9 +45,9 @@ class FailureReport:
     """Records failed recipients on their ticket and tells its operators, in the caller's
     transaction."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, staff: StaffMail | None = None) -> None:
         self.config = config
-        self._staff: StaffMail | None = None
+        self._staff = staff
 
     def _staff_mail(self) -> StaffMail:
         if self._staff is None:
@@ -84,10 +86,10 @@ class FailureReport:
                         "queue": ticket.queue.name,
                     },
                 )
-        if ticket is not None and failed and row.kind != NOTICE:
-            self._tell_operators(session, ticket, row, failed, now)
+        if ticket is not None:
+            self.tell_operators(session, ticket, row, failed, now)
 
-    def _tell_operators(
+    def tell_operators(
         self,
         session: Session,
         ticket: Ticket,
@@ -95,6 +97,10 @@ class FailureReport:
         failed: Sequence[OutboxRecipient],
         now: datetime,
     ) -> None:
+        """Mail the ticket's operators that ``failed`` will not get ``row``; the caller tells
+        them once per recipient. A notice of ours that failed tells nobody."""
+        if not failed or row.kind == NOTICE:
+            return
         addresses = {recipient.address.lower() for recipient in failed}
         context = _notice_context(row, failed)
         for operator in operators_to_tell(session, ticket):
@@ -133,11 +139,11 @@ def _notice_context(row: Outbox, failed: Sequence[OutboxRecipient]) -> dict[str,
             "subject": str(headers.get("Subject", "")),
             "attempts": row.attempts,
         },
-        "failures": [
-            {
-                "address": r.address,
-                "reply": " ".join(str(part) for part in (r.code, r.detail) if part),
-            }
-            for r in failed
-        ],
+        "failures": [{"address": r.address, "reply": _reply(r)} for r in failed],
     }
+
+
+def _reply(recipient: OutboxRecipient) -> str:
+    if recipient.state == RecipientState.BOUNCED:
+        return recipient.detail or "bounced"  # the relay's code was its 250
+    return " ".join(str(part) for part in (recipient.code, recipient.detail) if part)

@@ -117,7 +117,7 @@ class Notifier:
                     ticket,
                     operator,
                     template,
-                    {"text": message.text, "author": author},
+                    {"text": message.text, "author": author, "spam": event.data.get("spam", "")},
                     now=self.clock.now(),
                     in_reply_to=message.message_id or None,
                 )
@@ -264,9 +264,10 @@ class Notifier:
         )
 
 
-# Operators hear about customer mail and list mail (a support address may be a mailing list);
-# bounces, auto-replies and abuse reports are on the ticket for whoever looks.
-_WORTH_TELLING = frozenset({MailKind.NORMAL, MailKind.LIST})
+# Operators hear about customer mail, list mail (a support address may be a mailing list) and
+# other systems' notices; bounces, auto-replies and abuse reports are on the ticket for whoever
+# looks.
+_WORTH_TELLING = frozenset({MailKind.NORMAL, MailKind.LIST, MailKind.AUTOMATIC})
 
 
 def _inbound_message(event: RecordedEvent) -> bool:

@@ -46,18 +46,32 @@ _EARLIEST_SANE_DATE = datetime(1990, 1, 1, tzinfo=UTC)
 
 
 def queue_name(incoming: Incoming, config: Config) -> str:
-    """The channel's queue if it set one, else that of the first of our addresses the mail
-    was sent to: envelope first."""
+    """The channel's queue if it set one, else that of the first of our addresses in To, then
+    Cc; for mail naming none of ours there (Bcc), the first in the configuration of those it
+    was delivered to.
+
+    Not the envelope first: an MTA delivering to each recipient on its own (Postfix's pipe
+    with a recipient limit of 1) stores whichever copy comes first, and the others are
+    duplicates, so the envelope would make the queue depend on delivery order.
+    """
     if incoming.queue:
         return incoming.queue
     parsed = incoming.parsed
-    header_rcpts = [a.email for a in (*parsed.to, *parsed.cc)]
-    header_rcpts += [v.strip("<> ").lower() for v in parsed.header_all("Delivered-To")]
-    for address in (*incoming.envelope_to, *header_rcpts):
+    for address in (a.email for a in (*parsed.to, *parsed.cc)):
         queue = config.queue_for(address)
         if queue is not None:
             return queue
+    delivered = {config.base_address(address) for address in _delivered_to(incoming)}
+    for address in (config.support.address, *config.queues):
+        if address in delivered:
+            return config.queue_for(address) or config.support.default_queue
     return config.support.default_queue
+
+
+def _delivered_to(incoming: Incoming) -> list[str]:
+    parsed = incoming.parsed
+    traced = [*parsed.header_all("Delivered-To"), *parsed.header_all("X-Original-To")]
+    return [*incoming.envelope_to, *(value.strip("<> ").lower() for value in traced)]
 
 
 def message_date(incoming: Incoming) -> datetime:
@@ -206,6 +220,7 @@ def _add_message(
             "kind": incoming.screening.kind,
             "no_auto_reply": incoming.screening.no_auto_reply,
             "screen_reasons": list(incoming.screening.reasons),
+            "spam": incoming.screening.spam,
         },
     )
     return message_row

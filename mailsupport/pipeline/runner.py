@@ -31,10 +31,18 @@ from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import Share, pending_ids
-from mailsupport.db.models import Inbound, InboundRaw, InboundState, Ticket, table_of
+from mailsupport.db.models import (
+    Disposition,
+    Inbound,
+    InboundRaw,
+    InboundState,
+    Ticket,
+    table_of,
+)
 from mailsupport.domain.actors import contact_actor
-from mailsupport.domain.tickets import record_event
+from mailsupport.domain.tickets import new_events, record_event
 from mailsupport.errors import MessageParseError, first_line
+from mailsupport.outbound.failures import FailureReport
 from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.bounce import link_bounce
@@ -68,6 +76,18 @@ class Outcome:
     state: InboundState
     detail: str
     ticket_number: int | None = None
+    disposition: Disposition | None = None  # once processed
+
+
+@dataclass(frozen=True)
+class _Routed:
+    """Where a message went: its ticket (if it is on one), what was done, and the ticket a
+    bounce was about."""
+
+    ticket: Ticket | None
+    detail: str
+    disposition: Disposition
+    about_ticket: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +182,7 @@ class Pipeline:
         self.clock = clock
         self.notifier = notifier or Notifier(config, clock)
         self.staff = self.notifier.staff
+        self.failures = FailureReport(config, self.staff)
 
     def process_pending(self, limit: int | None = None, share: Share | None = None) -> int:
         """Process the backlog in arrival order; returns how many messages were handled.
@@ -247,10 +268,10 @@ class Pipeline:
         except OperationalError as exc:
             return self._transient_failure(inbound_id, exc)
         except MessageParseError as exc:
-            return self.quarantine(inbound_id, f"unusable: {exc}")
+            return self.quarantine(inbound_id, f"unusable: {exc}", _sender(ready.parsed))
         except Exception as exc:
             log.exception("message %s (inbound %s) failed", _named(ready.parsed), inbound_id)
-            return self.quarantine(inbound_id, _describe(exc))
+            return self.quarantine(inbound_id, _describe(exc), _sender(ready.parsed))
         return outcomes[0] if outcomes else None
 
     def _apply_batch(self, batch: Sequence[_Ready]) -> list[Outcome]:
@@ -282,31 +303,35 @@ class Pipeline:
     ) -> tuple[Outcome, dict[str, Any]]:
         """Route one claimed message; returns its outcome and the stored message's new columns."""
         loaded, incoming = ready.loaded, ready.incoming
-        ticket, detail = self._route(session, incoming, loaded.raw, now)
+        routed = self._route(session, incoming, loaded.raw, now)
         self.notifier.flush(session)
+        number = routed.ticket.number if routed.ticket else None
         marks = {
             "inbound_id": loaded.inbound_id,
             "state": InboundState.PROCESSED,
             "processed_at": now,
-            "outcome": detail,
+            "outcome": routed.detail,
             "quarantine_reason": None,
+            "disposition": routed.disposition,
+            "ticket_number": number or routed.about_ticket,
+            "from_address": _sender(incoming.parsed),
             **screening_marks(incoming.screening),
         }
-        number = ticket.number if ticket else None
-        return Outcome(loaded.inbound_id, InboundState.PROCESSED, detail, number), marks
+        outcome = Outcome(
+            loaded.inbound_id, InboundState.PROCESSED, routed.detail, number, routed.disposition
+        )
+        return outcome, marks
 
-    def _route(
-        self, session: Session, incoming: Incoming, raw: bytes, now: datetime
-    ) -> tuple[Ticket | None, str]:
-        """Decide where the message goes and apply it; returns the ticket and what was done."""
+    def _route(self, session: Session, incoming: Incoming, raw: bytes, now: datetime) -> _Routed:
+        """Decide where the message goes and apply it."""
         people = identify(session, incoming.parsed, self.config, now)
         claim = prove_operator(session, incoming, people, self.config)
         if claim is not None and claim.operator is not None:
-            routed = route_operator_mail(
+            by_operator = route_operator_mail(
                 session, incoming, claim, self.config, self.staff, now, raw
             )
-            if routed is not None:
-                return routed
+            if by_operator is not None:
+                return _on_ticket(session, *by_operator)
         decision = thread(session, incoming, people, self.config)
         ticket = apply(
             session,
@@ -319,8 +344,11 @@ class Pipeline:
         if claim is not None and claim.operator is None:
             _not_proven(session, incoming, ticket, claim, now)
         if incoming.screening.kind is MailKind.BOUNCE:
-            return ticket, link_bounce(session, incoming, raw, self.config, now)
-        return ticket, f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
+            linked = link_bounce(session, incoming, raw, self.config, self.failures, now)
+            disposition = Disposition.BOUNCE if linked.linked else Disposition.DROPPED
+            return _Routed(None, linked.detail, disposition, linked.ticket_number)
+        detail = f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
+        return _on_ticket(session, ticket, detail)
 
     def _transient_failure(self, inbound_id: int, exc: OperationalError) -> Outcome | None:
         log.warning("inbound %s: database error, will retry: %s", inbound_id, exc.orig)
@@ -336,16 +364,30 @@ class Pipeline:
             )
         return None
 
-    def quarantine(self, inbound_id: int, reason: str) -> Outcome:
-        """Set a message aside with its reason; the rest of the backlog goes on."""
+    def quarantine(self, inbound_id: int, reason: str, sender: str | None = None) -> Outcome:
+        """Set a message aside with its reason (and From, when it was read); the rest of the
+        backlog goes on."""
         with self.factory.begin() as session:
             row = session.get(Inbound, inbound_id)
             if row is not None:
                 row.state = InboundState.QUARANTINED
                 row.quarantine_reason = reason[:2000]
                 row.processed_at = self.clock.now()
+                row.from_address = sender or row.from_address
         log.warning("inbound %s quarantined: %s", inbound_id, reason)
         return Outcome(inbound_id, InboundState.QUARANTINED, reason)
+
+
+def _on_ticket(session: Session, ticket: Ticket | None, detail: str) -> _Routed:
+    """A message applied to tickets: it opened one, joined one, or was kept out of them."""
+    if ticket is None:
+        return _Routed(None, detail, Disposition.DROPPED)
+    opened = any(e.kind == "created" and e.ticket_id == ticket.id for e in new_events(session))
+    return _Routed(ticket, detail, Disposition.TICKET if opened else Disposition.FOLLOW_UP)
+
+
+def _sender(parsed: ParsedMessage) -> str | None:
+    return parsed.from_.email[:320] if parsed.from_ else None
 
 
 def _not_proven(

@@ -11,17 +11,19 @@ from typing import Any
 
 from mailsupport.config import Config
 from mailsupport.core.message import ParsedMessage, Screening
-from mailsupport.core.screen import screen
+from mailsupport.core.screen import is_null_sender, screen
 
 
 def screen_message(parsed: ParsedMessage, envelope_from: str | None, config: Config) -> Screening:
     """Screen with the envelope sender, when the channel knew it, as the return path.
 
     A bounce arrives with the null sender ``MAIL FROM:<>``; the listener stores the envelope
-    beside the raw bytes rather than adding a Return-Path header to them.
+    beside the raw bytes rather than adding a Return-Path header to them. Postfix's pipe hands
+    the null sender over as ``MAILER-DAEMON``, which is read as ``<>``.
     """
     if envelope_from is not None:
-        parsed = replace(parsed, return_path=envelope_from.strip("<>").lower())
+        sender = "" if is_null_sender(envelope_from) else envelope_from.strip("<>").lower()
+        parsed = replace(parsed, return_path=sender)
     return screen(parsed, own_addresses=config.support_addresses, own_domains=config.own_domains)
 
 

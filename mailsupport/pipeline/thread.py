@@ -76,7 +76,7 @@ def thread(session: Session, incoming: Incoming, people: People, config: Config)
     if referenced is None:
         # A reference decides before any tag does: the tag is looked up only without one.
         facts = _with_tag(session, facts, incoming.parsed.subject, sender, config)
-    return decide(facts)
+    return decide(facts, automatic_opens_tickets=config.pipeline.automatic_mail == "ticket")
 
 
 def _with_tag(

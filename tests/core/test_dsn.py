@@ -109,9 +109,10 @@ def test_delayed_is_soft() -> None:
     assert (failure.severity, failure.status) == (Severity.SOFT, "4.4.1")
 
 
-def test_failed_with_a_temporary_status_is_soft() -> None:
+def test_failed_with_a_temporary_status_is_final() -> None:
+    """Postfix gives up after its queue lifetime with the last 4.x.x reply: nothing retries."""
     failure = only(parse_bounce(report(block("alice@customer.test", "failed", "4.4.7"))))
-    assert (failure.severity, failure.status) == (Severity.SOFT, "4.4.7")
+    assert (failure.severity, failure.status) == (Severity.HARD, "4.4.7")
 
 
 def test_status_decides_when_action_is_missing() -> None:

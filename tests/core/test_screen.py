@@ -151,12 +151,35 @@ def test_forwarded_bounce_is_mail_from_a_person() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["auto-replied", "auto-generated", "auto-notified; owner-email=x"]
+    ("value", "kind"),
+    [
+        ("auto-replied", MailKind.AUTO_REPLY),
+        ("auto-replied (vacation)", MailKind.AUTO_REPLY),
+        ("auto-generated", MailKind.AUTOMATIC),
+        ("auto-notified; owner-email=x", MailKind.AUTOMATIC),
+    ],
 )
-def test_auto_submitted_other_than_no_is_an_automatic_reply(value: str) -> None:
+def test_auto_submitted_other_than_no_is_never_answered(value: str, kind: MailKind) -> None:
+    """An auto-reply answers a mail; other automatic mail (a notice) answers nothing."""
     result = check(*HUMAN, f"Auto-Submitted: {value}", "Subject: Away")
-    assert result.kind is MailKind.AUTO_REPLY
+    assert result.kind is kind
     assert result.no_auto_reply
+
+
+def test_an_incident_notice_is_automatic_mail_not_an_auto_reply() -> None:
+    result = check(
+        "From: ServiceNow <instance@service-now.example>",
+        "Auto-Submitted: auto-generated",
+        "Subject: Incident INC0012345 has been assigned to your group",
+    )
+    assert result.kind is MailKind.AUTOMATIC
+    assert result.no_auto_reply
+
+
+@pytest.mark.parametrize("subject", ["Out of Office: Printer jammed", "I am on vacation"])
+def test_an_auto_generated_absence_notice_is_an_auto_reply(subject: str) -> None:
+    result = check(*HUMAN, "Auto-Submitted: auto-generated", f"Subject: {subject}")
+    assert result.kind is MailKind.AUTO_REPLY
 
 
 def test_auto_submitted_no_is_a_person() -> None:
@@ -260,6 +283,65 @@ def test_null_return_path_alone_is_never_answered() -> None:
     assert result.kind is MailKind.NORMAL
     assert result.no_auto_reply
     assert "null return path" in result.reasons
+
+
+@pytest.mark.parametrize("written", ["<MAILER-DAEMON>", "MAILER-DAEMON", "<mailer-daemon>"])
+def test_postfix_spelling_of_the_null_return_path_is_the_null_return_path(written: str) -> None:
+    """Postfix's pipe(8) passes <> as ${sender} = MAILER-DAEMON; its R flag writes that too."""
+    result = check("From: carol@customer.test", f"Return-Path: {written}", "Subject: Hi")
+    assert result.no_auto_reply
+    assert "null return path" in result.reasons
+    returned = check(
+        "From: relay@example.net",
+        f"Return-Path: {written}",
+        "Subject: Hi",
+        "Content-Type: multipart/mixed; boundary=b",
+        body="--b\nContent-Type: text/plain\n\nx\n--b\nContent-Type: message/rfc822\n\n"
+        "Subject: ours\n\nbody\n--b--\n",
+    )
+    assert returned.kind is MailKind.BOUNCE
+
+
+def test_a_mailer_daemon_address_with_a_domain_is_a_real_return_path() -> None:
+    result = check(*HUMAN[:1], "Return-Path: <mailer-daemon@customer.test>", "Subject: Hi")
+    assert "null return path" not in result.reasons
+
+
+@pytest.mark.parametrize(
+    ("header", "verdict"),
+    [
+        ("X-Spam-Flag: YES", "X-Spam-Flag: YES"),
+        ("X-Spam: Yes", "X-Spam: Yes"),
+        ("X-Spam-Status: Yes, score=7.3 required=5.0 tests=BAYES_99", "X-Spam-Status: Yes"),
+        ("X-Spamd-Result: default: True [16.20 / 15.00];\n BAYES_SPAM(5.1)[99%]", None),
+        ("X-Rspamd-Action: reject", "X-Rspamd-Action: reject"),
+        ("X-Rspamd-Action: add header", "X-Rspamd-Action: add header"),
+        ("X-Rspamd-Action: rewrite subject", "X-Rspamd-Action: rewrite subject"),
+    ],
+)
+def test_mail_the_filter_flagged_as_spam_is_kept_but_never_answered(
+    header: str, verdict: str | None
+) -> None:
+    result = check(*HUMAN, header, "Subject: Invoice overdue")
+    assert result.kind is MailKind.NORMAL  # it still opens or joins its ticket
+    assert result.no_auto_reply
+    assert result.spam == (verdict or "X-Spamd-Result: default: True [16.20 / 15.00]")
+    assert f"flagged as spam: {result.spam}" in result.reasons
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-Spam-Flag: NO",
+        "X-Spam-Status: No, score=0.1 required=5.0",
+        "X-Spamd-Result: default: False [2.10 / 15.00]",
+        "X-Rspamd-Action: no action",
+        "X-Rspamd-Action: greylist",
+    ],
+)
+def test_mail_the_filter_passed_may_be_answered(header: str) -> None:
+    result = check(*HUMAN, header, "Subject: Invoice overdue")
+    assert result == Screening(MailKind.NORMAL, (), no_auto_reply=False)
 
 
 def test_our_own_mail_is_never_answered() -> None:

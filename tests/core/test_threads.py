@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from mailsupport.core.message import MailKind
-from mailsupport.core.threads import Action, ThreadFacts, TicketRef, decide
+from mailsupport.core.threads import Action, Decision, ThreadFacts, TicketRef, decide
 
 OPEN_1 = TicketRef(number=1, closed=False)
 CLOSED_1 = TicketRef(number=1, closed=True)
@@ -47,6 +47,23 @@ def test_auto_reply_joins_its_ticket_but_opens_none() -> None:
     joined = decide(facts(kind=MailKind.AUTO_REPLY, referenced=OPEN_1))
     assert joined.action is Action.FOLLOW_UP
     assert decide(facts(kind=MailKind.AUTO_REPLY, referenced=CLOSED_1)).action is Action.NO_TICKET
+
+
+def test_automatic_mail_opens_a_ticket_unless_told_to_drop_it() -> None:
+    """A notice such as "incident assigned to your group" is work, unlike an auto-reply."""
+    opened = decide(facts(kind=MailKind.AUTOMATIC))
+    assert opened.action is Action.NEW_TICKET
+    assert decide(facts(kind=MailKind.AUTOMATIC, referenced=CLOSED_1)).action is Action.NEW_TICKET
+    dropped = decide(facts(kind=MailKind.AUTOMATIC), automatic_opens_tickets=False)
+    assert dropped == Decision(Action.NO_TICKET, "automatic mail matching no ticket")
+    closed = decide(
+        facts(kind=MailKind.AUTOMATIC, referenced=CLOSED_1), automatic_opens_tickets=False
+    )
+    assert closed.action is Action.NO_TICKET
+    joined = decide(
+        facts(kind=MailKind.AUTOMATIC, referenced=OPEN_1), automatic_opens_tickets=False
+    )
+    assert joined.action is Action.FOLLOW_UP
 
 
 def test_closed_ticket_gets_a_new_one() -> None:
