@@ -33,6 +33,7 @@ from mailparser.utils import get_addresses
 
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
+from mailsupport.core.headerblock import fold_stray_lines
 from mailsupport.core.htmltext import html_to_text
 from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.message import Address, Attachment, ParsedMessage
@@ -123,8 +124,11 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _parse(raw: bytes) -> ParsedMessage:
+    raw, folded = fold_stray_lines(raw)
     message = _mime_tree(raw)
     collected = _walk(message)
+    if folded:
+        collected.defects.append(f"{folded} unindented header line(s) read as continuations")
     headers, header_defects = _decoded_headers(message, collected.charset)
     _repair_address_headers(message, collected.charset)
     readings = _mail_parser(message)

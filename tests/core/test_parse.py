@@ -559,6 +559,61 @@ def test_a_headerless_body_still_parses() -> None:
     assert parsed.message_id == ""
 
 
+def test_a_header_continued_without_indentation_keeps_the_subject_and_the_body() -> None:
+    first, second = "Принтер на третьем", " этаже не печатает"
+    raw = mail(
+        "From: Ivan <ivan@example.ru>",
+        "To: support@example.com",
+        f"Subject: {encoded_word(first, 'utf-8', 'utf-8')}",
+        encoded_word(second, "utf-8", "utf-8"),  # the continuation lost its white space
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: base64",
+        body=base64.encodebytes(RUSSIAN.encode()),
+    )
+    parsed = parse_message(raw)
+    assert parsed.subject == first + second
+    assert parsed.text == RUSSIAN
+    assert parsed.header("content-transfer-encoding") == "base64"
+    assert "1 unindented header line(s) read as continuations" in parsed.defects
+
+
+def test_unindented_continuations_of_addresses_and_of_a_last_header() -> None:
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "To: support@example.com,",
+            "Ann <ann@example.com>,",
+            "bob@example.com",
+            "Subject: two parts",
+            "MIME-Version: 1.0",
+            "Content-Type: multipart/mixed;",
+            'boundary="mix"',  # the last line of the header block
+            body="--mix\nContent-Type: text/plain\n\nInside.\n--mix--\n",
+        )
+    )
+    assert [a.email for a in parsed.to] == [
+        "support@example.com",
+        "ann@example.com",
+        "bob@example.com",
+    ]
+    assert parsed.text == "Inside."
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.com\nSubject: no blank line\nHello there,\nthe printer is jammed.\n",
+        b"From: a@example.com\nSubject: no blank line\nHello there,\n\nthe printer is jammed.\n",
+    ],
+)
+def test_a_body_without_its_blank_line_is_still_the_body(raw: bytes) -> None:
+    parsed = parse_message(raw)
+    assert parsed.subject == "no blank line"
+    assert parsed.text.startswith("Hello there,\n")
+    assert "the printer is jammed." in parsed.text
+
+
 def test_mangled_mail_parses_or_is_refused_but_never_crashes() -> None:
     sample = mail(
         "From: =?utf-8?B?0JjQstCw0L0=?= <ivan@example.ru>",
