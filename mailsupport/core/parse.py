@@ -58,6 +58,7 @@ _WHITESPACE = re.compile(r"\s+")
 # The control characters that str.split() does not take for white space.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 _TYPE_TOKEN = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_ENCODED_WORD_CHARSET = re.compile(r"=\?([^?\s*]+)[^?\s]*\?[bBqQ]\?")
 _CHARSET_PARAMETER = re.compile(r"charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 _FILENAME_JUNK = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _DOT_RUN = re.compile(r"\.{2,}")
@@ -110,7 +111,8 @@ class _Collected:
     html: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
-    charset: str | None = None  # the first declared text charset, a hint for raw headers
+    # The charsets text parts declare or were found in, in order: hints for raw 8-bit headers.
+    charsets: list[str] = field(default_factory=list)
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -129,8 +131,9 @@ def _parse(raw: bytes) -> ParsedMessage:
     collected = _walk(message)
     if folded:
         collected.defects.append(f"{folded} unindented header line(s) read as continuations")
-    headers, header_defects = _decoded_headers(message, collected.charset)
-    _repair_address_headers(message, collected.charset)
+    charsets = _mail_charsets(message, collected)
+    headers, header_defects = _decoded_headers(message, charsets)
+    _repair_address_headers(message, charsets)
     readings = _mail_parser(message)
     plain = "\n".join(collected.plain)
     html = "\n".join(collected.html)
@@ -378,8 +381,8 @@ def _leaf(part: Message, content_type: str, collected: _Collected) -> None:
         # A multipart without a usable boundary: its raw text is all a reader could see.
         content_type = "text/plain"
     charset = _charset(part)
-    if collected.charset is None and charset and content_type.startswith("text/"):
-        collected.charset = charset
+    if charset and content_type.startswith("text/"):
+        collected.charsets.append(charset)
     filename = _declared_filename(part, collected)
     disposition = part.get_content_disposition()
     is_body_type = content_type in _BODY_TYPES
@@ -400,6 +403,8 @@ def _add_body_text(data: bytes, charset: str | None, content_type: str, out: _Co
     decoded = decode_part_text(data, charset)
     if decoded.defect:
         out.defects.append(f"{content_type}: {decoded.defect}")
+    if not data.isascii():
+        out.charsets.append(decoded.codec)  # what undeclared text turned out to be, too
     text = _normalise_newlines(decoded.text)
     (out.html if content_type == "text/html" else out.plain).append(text)
 
@@ -468,7 +473,8 @@ def _declared_filename(part: Message, collected: _Collected) -> str | None:
         return None
     # Raw 8-bit bytes are read as in a subject: UTF-8, else the part's charset or the body's,
     # else detected on the name alone.
-    decoded = decode_header(str(name), _charset(part) or collected.charset)
+    own = _charset(part)
+    decoded = decode_header(str(name), (*([own] if own else []), *collected.charsets))
     if decoded.defect:
         collected.defects.append(f"attachment filename: {decoded.defect}")
     return decoded.text
@@ -518,7 +524,7 @@ def _normalise_newlines(text: str) -> str:
 
 
 def _decoded_headers(
-    message: Message, fallback: str | None
+    message: Message, fallback: tuple[str, ...]
 ) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     headers: list[tuple[str, str]] = []
     defects: list[str] = []
@@ -531,6 +537,16 @@ def _decoded_headers(
     return tuple(headers), defects
 
 
+def _mail_charsets(message: Message, collected: _Collected) -> tuple[str, ...]:
+    """Every charset the mail names or its text was found in: its parts' first, in order, then
+    those of its encoded words. Raw 8-bit headers are most likely in one of them."""
+    found = dict.fromkeys(collected.charsets)
+    for _, value in message.raw_items():
+        if "=?" in str(value):
+            found.update(dict.fromkeys(_ENCODED_WORD_CHARSET.findall(str(value))))
+    return tuple(found)
+
+
 def _first(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     return next((value for key, value in headers if key.lower() == name), None)
 
@@ -539,7 +555,7 @@ def _every(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     return [value for key, value in headers if key.lower() == name]
 
 
-def _repair_address_headers(message: Message, fallback: str | None) -> None:
+def _repair_address_headers(message: Message, fallback: tuple[str, ...]) -> None:
     """Give mail-parser address headers as text, leaving encoded words for it to decode.
 
     Order among headers does not matter to mail-parser; ParsedMessage.headers already holds

@@ -146,6 +146,67 @@ def test_raw_8bit_headers_are_decoded() -> None:
     assert parsed.text == RUSSIAN
 
 
+@pytest.mark.parametrize(
+    ("subject", "encoding"), [("回复：打印机问题", "gb2312"), ("プリンターが動きません", "shift_jis")]
+)
+def test_raw_cjk_subject_in_a_mail_whose_text_is_latin1(subject: str, encoding: str) -> None:
+    parsed = parse_message(
+        mail(
+            "From: Li Wei <li@example.cn>",
+            b"Subject: " + subject.encode(encoding),
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/alternative; boundary="alt"',
+            body=(
+                b"--alt\nContent-Type: text/plain; charset=iso-8859-1\n\nSee below.\n"
+                b"--alt\nContent-Type: text/html; charset=iso-8859-1\n\n<p>See below.</p>\n"
+                b"--alt--\n"
+            ),
+        )
+    )
+    # Before, the text part's iso-8859-1 read it: "»Ø¸´£º´òÓ¡»úÎÊÌâ".
+    assert parsed.subject == subject
+
+
+def test_raw_subject_takes_the_charset_of_a_later_part_or_an_encoded_word() -> None:
+    # Three Big5 characters read as well in EUC-KR (싻닥녔): only the mail says which it is.
+    subject = "請款單".encode("big5")
+    later_part = parse_message(
+        mail(
+            "From: chen@example.tw",
+            b"Subject: " + subject,
+            'Content-Type: multipart/mixed; boundary="mix"',
+            body=(
+                b"--mix\nContent-Type: text/plain; charset=iso-8859-1\n\nHello\n"
+                b"--mix\nContent-Type: text/plain; charset=big5\n\n"
+                + CHINESE_TRADITIONAL.encode("big5")
+                + b"\n--mix--\n"
+            ),
+        )
+    )
+    assert later_part.subject == "請款單"
+    encoded_name = parse_message(
+        mail(
+            f"From: {encoded_word('陳大文', 'big5', 'big5')} <chen@example.tw>",
+            b"Subject: " + subject,
+            "Content-Type: text/plain; charset=iso-8859-1",
+        )
+    )
+    assert encoded_name.subject == "請款單"
+    assert encoded_name.from_ == Address("chen@example.tw", "陳大文")
+
+
+def test_undeclared_koi8_r_in_capitals_is_read_as_koi8_r_in_body_and_subject() -> None:
+    parsed = parse_message(
+        mail(
+            "From: ivan@example.ru",
+            b"Subject: " + "ТЕСТ".encode("koi8_r"),
+            body="ТЕСТ".encode("koi8_r"),
+        )
+    )
+    # cp1251 reads these bytes as "феуф".
+    assert (parsed.subject, parsed.text) == ("ТЕСТ", "ТЕСТ")
+
+
 def test_encoded_display_names_including_quoted_ones() -> None:
     parsed = parse_message(
         mail(
