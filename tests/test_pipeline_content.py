@@ -172,6 +172,27 @@ def test_html_only_mail_gets_a_text_rendering(app: App) -> None:
     assert "<b>" not in text and "alert(1)" not in text
 
 
+def test_a_stub_text_alternative_gives_the_ticket_the_html_content(app: App) -> None:
+    # What a newsletter-style sender writes: the message is only in the HTML part.
+    msg = EmailMessage()
+    msg["From"] = "orders@customer.test"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = "Order 4711"
+    msg.set_content("To view this message, please use an HTML capable email client.")
+    msg.add_alternative(
+        "<html><body><p>Order <b>4711</b> arrived damaged.</p><table>"
+        "<tr><td>TN-2420</td><td>cracked housing</td></tr>"
+        "<tr><td>DR-2400</td><td>missing seal</td></tr></table>"
+        "<p>Please send replacements to Leeds.</p></body></html>",
+        subtype="html",
+    )
+    outcome = ingest(app, msg.as_bytes())
+    text = ticket_json(app, outcome.ticket_number)["messages"][0]["text"]
+    assert "Order 4711 arrived damaged." in text
+    assert "missing seal" in text and "replacements to Leeds" in text
+    assert "HTML capable" not in text
+
+
 def test_null_envelope_sender_marks_the_message(app: App) -> None:
     """The envelope's MAIL FROM:<> counts as the return path when screening."""
     from mailsupport.db.inbox import RawMail, store_one

@@ -34,7 +34,7 @@ from mailparser.utils import get_addresses
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
 from mailsupport.core.headerblock import fold_stray_lines
-from mailsupport.core.htmltext import html_to_text
+from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.message import Address, Attachment, ParsedMessage
 from mailsupport.errors import MessageParseError
@@ -137,7 +137,7 @@ def _parse(raw: bytes) -> ParsedMessage:
     readings = _mail_parser(message)
     plain = "\n".join(collected.plain)
     html = "\n".join(collected.html)
-    text = plain if plain.strip() or not html else html_to_text(html)
+    text = body_text(plain, html)
     if not headers and not text.strip() and not html and not collected.attachments:
         raise MessageParseError("the message has neither headers nor a body")
     date, date_defects = _date(readings, _first(headers, "date"))

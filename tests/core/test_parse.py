@@ -284,6 +284,65 @@ def test_alternative_mail_keeps_the_text_part_and_the_html() -> None:
     assert parsed.html == "<p>Rich words</p>"
 
 
+ORDER_HTML = (
+    "<html><head><style>td {padding: 4px}</style></head><body>"
+    "<p>Hello,</p><p>our order 4711 arrived with two broken toner cartridges:</p>"
+    "<table><tr><td>TN-2420</td><td>2 pieces</td><td>cracked housing</td></tr>"
+    "<tr><td>DR-2400</td><td>1 piece</td><td>missing seal</td></tr></table>"
+    "<p>Please send replacements to our office in Leeds.</p><p>Kind regards,<br>Carol</p>"
+    "</body></html>"
+)
+
+
+def _alternative(plain: str, html: str) -> bytes:
+    return mail(
+        "From: Carol <carol@customer.test>",
+        "Subject: Broken toner",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/alternative; boundary="alt"',
+        body=(
+            f"--alt\nContent-Type: text/plain; charset=utf-8\n\n{plain}\n"
+            f"--alt\nContent-Type: text/html; charset=utf-8\n\n{html}\n--alt--\n"
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "stub",
+    [
+        "This is an HTML message. Please use an HTML capable mail program to read it.",
+        "Your mail client cannot show this message. View it in your browser.",
+        "Hello,",
+        "Hello,\n\nsee below.\n",
+    ],
+)
+def test_a_stub_text_part_gives_way_to_the_html(stub: str) -> None:
+    parsed = parse_message(_alternative(stub, ORDER_HTML))
+    assert "two broken toner cartridges" in parsed.text
+    assert "DR-2400" in parsed.text and "missing seal" in parsed.text
+    assert parsed.html == ORDER_HTML
+
+
+def test_a_faithful_text_part_is_kept_beside_richer_html() -> None:
+    plain = (
+        "Hello,\n\nour order 4711 arrived with two broken toner cartridges:\n\n"
+        "TN-2420, 2 pieces, cracked housing\nDR-2400, 1 piece, missing seal\n\n"
+        "Please send replacements to our office in Leeds.\n\nKind regards,\nCarol"
+    )
+    html = ORDER_HTML.replace("<p>Kind", "<p><img alt='ACME Ltd, Leeds'> Kind")
+    assert parse_message(_alternative(plain, html)).text == plain
+    short = "Thanks, that fixed it.\nCarol"
+    assert parse_message(_alternative(short, f"<p>{short}</p>")).text == short
+
+
+def test_text_after_the_end_of_the_html_is_kept() -> None:
+    # QQ Mail writes part of the message after </html>.
+    html = "<html><body><p>Hello,</p></body></html>\r\n<div>the printer is jammed again.</div>"
+    parsed = parse_message(mail("From: a@example.cn", "Content-Type: text/html", body=html))
+    assert "Hello," in parsed.text
+    assert "the printer is jammed again." in parsed.text
+
+
 def test_line_endings_are_normalised_and_nul_removed() -> None:
     raw = b"From: a@example.com\r\nSubject: crlf\r\n\r\nfirst\r\nsec\x00ond\rthird\r\n"
     parsed = parse_message(raw)
