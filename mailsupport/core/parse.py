@@ -37,6 +37,7 @@ from mailsupport.core.headerblock import fold_stray_lines
 from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.message import Address, Attachment, ParsedMessage
+from mailsupport.core.uuencode import extract_uuencoded
 from mailsupport.errors import MessageParseError
 
 # Real mail nests a handful of levels; beyond this a message is an attack on the parser.
@@ -391,8 +392,9 @@ def _leaf(part: Message, content_type: str, collected: _Collected) -> None:
     attached = filename is not None or disposition == "attachment" or not is_body_type
     data = decoded_payload(part)
     if attached and (data or filename):
+        name = filename or _content_id_name(part) or ""
         collected.attachments.append(
-            Attachment(safe_filename(filename or "", content_type), content_type, data)
+            Attachment(safe_filename(name, content_type), content_type, data)
         )
     # Named inline text is both shown and kept as a file, as mail-parser does.
     if is_body_type and (not attached or disposition == "inline"):
@@ -406,7 +408,22 @@ def _add_body_text(data: bytes, charset: str | None, content_type: str, out: _Co
     if not data.isascii():
         out.charsets.append(decoded.codec)  # what undeclared text turned out to be, too
     text = _normalise_newlines(decoded.text)
-    (out.html if content_type == "text/html" else out.plain).append(text)
+    if content_type == "text/html":
+        out.html.append(text)
+        return
+    text, files = extract_uuencoded(text)
+    for found in files:
+        kind = _MIME_TYPES.guess_type(found.name)[0] or "application/octet-stream"
+        out.attachments.append(Attachment(safe_filename(found.name, kind), kind, found.content))
+    out.plain.append(text)
+
+
+def _content_id_name(part: Message) -> str | None:
+    """The file name an image's Content-ID carries, as Outlook writes it: ``image001.jpg``
+    from ``<image001.jpg@01D9A1B2.C3D4E5F0>``; None when it names no file."""
+    content_id = str(part.get("content-id", "")).strip().strip("<>")
+    name = content_id.partition("@")[0].strip()
+    return name if name and _MIME_TYPES.guess_type(name)[0] else None
 
 
 def decoded_payload(part: Message) -> bytes:

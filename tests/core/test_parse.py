@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import random
 from datetime import UTC, datetime
@@ -405,6 +406,67 @@ def test_very_long_filenames_keep_their_extension() -> None:
     assert len(cleaned) == MAX_FILENAME
     assert cleaned.endswith(".docx")
     assert len(safe_filename("y" * 5000, "text/plain")) == MAX_FILENAME
+
+
+def _uuencoded(name: str, data: bytes) -> str:
+    lines = "".join(binascii.b2a_uu(data[i : i + 45]).decode() for i in range(0, len(data), 45))
+    return f"begin 644 {name}\n{lines}`\nend\n"
+
+
+def test_uuencoded_files_in_the_text_become_attachments() -> None:
+    # Lotus Notes sends its attachments this way, inside the text part.
+    sheet, picture = random.Random(3).randbytes(5_000), bytes(range(256)) * 3
+    body = (
+        "Hello,\n\nplease find the figures attached.\n\n"
+        + _uuencoded("Q1 figures.xls", sheet)
+        + "\n"
+        + _uuencoded("../photo.png", picture.rstrip(b"\xff"))
+        + "\nRegards,\nHans\n"
+    )
+    parsed = parse_message(
+        mail("From: hans@example.de", "Subject: figures", "Content-Type: text/plain", body=body)
+    )
+    assert parsed.text.startswith("Hello,\n\nplease find the figures attached.\n")
+    assert parsed.text.rstrip().endswith("Regards,\nHans")
+    assert "begin 644" not in parsed.text and "\nM" not in parsed.text
+    assert [(a.filename, a.content_type, a.content) for a in parsed.attachments] == [
+        ("Q1 figures.xls", "application/vnd.ms-excel", sheet),
+        ("photo.png", "image/png", picture.rstrip(b"\xff")),
+    ]
+
+
+def test_prose_that_looks_like_uuencoding_stays_in_the_text() -> None:
+    body = "We begin at dawn.\nbegin 644 is the usual mode\nand then we end\nend\n"
+    parsed = parse_message(mail("From: a@example.com", body=body))
+    assert parsed.text == body
+    assert parsed.attachments == ()
+
+
+@pytest.mark.parametrize(
+    ("content_id", "expected"),
+    [
+        ("<image001.jpg@01D9A1B2.C3D4E5F0>", "image001.jpg"),
+        ("<part1.06090408.01060107@example.com>", "attachment.jpg"),
+        ("", "attachment.jpg"),
+    ],
+)
+def test_an_unnamed_image_takes_its_name_from_its_content_id(
+    content_id: str, expected: str
+) -> None:
+    header = f"Content-ID: {content_id}\n" if content_id else ""
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/related; boundary="rel"',
+            body=(
+                '--rel\nContent-Type: text/html\n\n<p>Logo: <img src="cid:image001.jpg"></p>\n'
+                f"--rel\nContent-Type: image/jpeg\n{header}Content-Transfer-Encoding: base64\n\n"
+                "/9j/4AAQSkZJRg==\n--rel--\n"
+            ),
+        )
+    )
+    assert [a.filename for a in parsed.attachments] == [expected]
 
 
 def test_malicious_filenames_in_a_real_message() -> None:
