@@ -36,6 +36,7 @@ from mailsupport.core.charsets import decode_text as decode_part_text
 from mailsupport.core.headerblock import fold_stray_lines
 from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
+from mailsupport.core.malformed import recover_mailbox
 from mailsupport.core.message import Address, Attachment, ParsedMessage
 from mailsupport.core.uuencode import extract_uuencoded
 from mailsupport.errors import MessageParseError
@@ -49,7 +50,9 @@ MAX_DEFECTS = 50
 MAX_FILENAME = 200
 
 # The address headers mail-parser reads; raw 8-bit bytes there make it drop the mailbox.
-_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "delivered-to"})
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "delivered-to", "sender"})
+# Read with mail-parser's address reader: its own list, and Sender, a sender of last resort.
+_READ_ADDRESSES = frozenset(ADDRESSES_HEADERS) | {"sender"}
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _NAMING_HEADERS = frozenset({"content-disposition", "content-type"})
 
@@ -142,16 +145,17 @@ def _parse(raw: bytes) -> ParsedMessage:
     if not headers and not text.strip() and not html and not collected.attachments:
         raise MessageParseError("the message has neither headers nor a body")
     date, date_defects = _date(readings, _first(headers, "date"))
-    from_ = _addresses(readings, "from")
     dropped: list[str] = []
+    senders: list[str] = []  # their defects: after those of To and Cc, as the headers are read
+    from_, reply_to, sender = _senders(readings, headers, senders)
     return ParsedMessage(
         message_id=_message_id(_first(headers, "message-id")),
         subject=" ".join((_first(headers, "subject") or "").split()),
-        # Kept even when unusable: the pipeline refuses the mail rather than answer another.
-        from_=from_[0] if from_ else None,
+        from_=from_,
         to=_mailboxes(readings, "to", dropped),
         cc=_mailboxes(readings, "cc", dropped),
-        reply_to=_mailboxes(readings, "reply-to", dropped),
+        reply_to=reply_to,
+        sender=sender,
         date=date,
         in_reply_to=message_ids(_every(headers, "in-reply-to")),
         references=message_ids(_every(headers, "references")),
@@ -166,6 +170,7 @@ def _parse(raw: bytes) -> ParsedMessage:
                 *header_defects,
                 *_address_defects(readings),
                 *dropped,
+                *senders,
                 *date_defects,
             ]
         ),
@@ -621,7 +626,7 @@ def _mail_parser(message: Message) -> _Readings:
 def _read_with_mail_parser(message: Message) -> _Readings:
     values: dict[str, list[Any]] = {}
     for name, value in message.items():
-        if name.lower() in ADDRESSES_HEADERS:
+        if name.lower() in _READ_ADDRESSES:
             values.setdefault(name.lower(), []).append(value)
     mailboxes: dict[str, list[tuple[str, str]]] = {}
     address_defects: list[dict[str, Any]] = []
@@ -649,6 +654,38 @@ def _addresses(readings: _Readings, header: str) -> tuple[Address, ...]:
         if email_address and email_address not in found:
             found[email_address] = Address(email_address, _display_name(str(name), email_address))
     return tuple(found.values())
+
+
+def _senders(
+    readings: _Readings, headers: tuple[tuple[str, str], ...], defects: list[str]
+) -> tuple[Address | None, tuple[Address, ...], Address | None]:
+    """From, Reply-To and Sender; each recovered from its value when mail-parser reads none.
+
+    From is kept even when unusable: the pipeline looks for another sender, or refuses the
+    mail rather than answer someone else.
+    """
+    from_ = _addresses(readings, "from") or _recovered(readings, headers, "from", defects)
+    reply_to = _mailboxes(readings, "reply-to", defects) or tuple(
+        a
+        for a in _recovered(readings, headers, "reply-to", defects)
+        if address_problem(a.email) is None
+    )
+    sender = _addresses(readings, "sender") or _recovered(readings, headers, "sender", defects)
+    return (from_[0] if from_ else None), reply_to, (sender[0] if sender else None)
+
+
+def _recovered(
+    readings: _Readings, headers: tuple[tuple[str, str], ...], header: str, defects: list[str]
+) -> tuple[Address, ...]:
+    """The mailbox of a header mail-parser found none in (``<power quadrant system@...>``)."""
+    value = _first(headers, header)
+    if _addresses(readings, header) or not value:
+        return ()
+    recovered = recover_mailbox(value)
+    if recovered is None:
+        return ()
+    defects.append(f"{header}: read as {recovered.email!r:.100}")
+    return (recovered,)
 
 
 def _mailboxes(readings: _Readings, header: str, dropped: list[str]) -> tuple[Address, ...]:
