@@ -14,7 +14,7 @@ import encodings
 import functools
 import pkgutil
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from encodings.aliases import aliases as python_aliases
 
@@ -460,6 +460,22 @@ def decode_raw_header(value: str, fallback: str | Sequence[str] | None = None) -
     return Decoded(reading.text, reading.codec, f"raw 8-bit header decoded as {reading.codec}")
 
 
+def _header_codecs(data: bytes, mail_codecs: list[str]) -> Iterator[str]:
+    """The codecs to read raw header bytes in, in order, each once; detection (which costs
+    more than all the rest) runs only when the readings before it were not good enough."""
+    tried: set[str] = set()
+
+    def fresh(codecs: Iterable[str]) -> Iterator[str]:
+        for codec in codecs:
+            if codec not in tried:
+                tried.add(codec)
+                yield codec
+
+    yield from fresh((*mail_codecs, *_FIRST_TRIED))
+    detected = _detect(data) if len(data) >= _MIN_DETECT_BYTES else None
+    yield from fresh((*([detected.codec] if detected else []), *_DETECTED))
+
+
 def _mail_codecs(charsets: str | Sequence[str] | None) -> list[str]:
     """The codecs of the charsets a mail uses, with what senders of each really send."""
     labels = [charsets] if isinstance(charsets, str) else list(charsets or ())
@@ -472,18 +488,15 @@ def _mail_codecs(charsets: str | Sequence[str] | None) -> list[str]:
 def _legacy_header(data: bytes, mail_codecs: list[str]) -> Decoded:
     """The most plausible reading of raw header bytes that are not UTF-8.
 
-    The charsets the mail itself uses come first, then those mail is most often written in,
-    with what detection finds before the rarer ones. A later reading takes the place of an
-    earlier one only when it is clearly more plausible (``implausibility``): "±5°C" stays
-    Latin-1 rather than become Latin-2 "ą5°C", which has no symbol in it.
-    A header has a few words, too few for detection alone: a GB2312 subject in a mail whose
-    text part is Latin-1 would otherwise be read as Latin-1.
+    A header has a few words, too few for detection alone, and a GB2312 subject in a mail whose
+    text part is Latin-1 decodes as Latin-1 without error. So the charsets the mail itself uses
+    are tried first, then those mail is most often written in (``_header_codecs``), and a later
+    reading takes the place of an earlier one only when it is clearly more plausible
+    (``implausibility``): "±5°C" stays Latin-1 rather than become Latin-2 "ą5°C".
     """
-    detected = _detect(data) if len(data) >= _MIN_DETECT_BYTES else None
-    order = [*mail_codecs, *_FIRST_TRIED, *([detected.codec] if detected else []), *_DETECTED]
     best: Decoded | None = None
     best_penalty = UNREADABLE + _CLEARLY_BETTER
-    for codec in dict.fromkeys(order):
+    for codec in _header_codecs(data, mail_codecs):
         text = _strict(data, codec)
         if text is None:
             continue
