@@ -136,5 +136,9 @@ def identify(session: Session, incoming: Incoming, config: Config, now: datetime
             break
         seen.add(address.email)
         copied.append(get_or_create_contact(session, address, now))
-    source = found.source if found else FROM
-    return People(sender, tuple(copied), operators, source)
+    return People(
+        sender=sender,
+        copied=tuple(copied),
+        operator_addresses=operators,
+        sender_source=found.source if found else FROM,
+    )
