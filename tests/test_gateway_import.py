@@ -209,3 +209,27 @@ def test_deliver_exit_75_on_a_usage_mistake(config_file: str) -> None:
     line = _one_line(result.stderr)
     assert line.startswith("mailsupport deliver: temporary failure: "), line
     assert "--sender-address" in line
+
+
+NO_FROM = (
+    b"To: support@example.com\r\nSubject: Printer on floor 3 is jammed\r\n"
+    b"Message-ID: <no-from@example.org>\r\n\r\nThe printer is jammed again.\r\n"
+)
+
+
+def test_deliver_without_a_from_takes_the_envelope_sender(config_file: str) -> None:
+    result = _deliver(config_file, NO_FROM, "-f", "Alice@Example.org", "-r", "support@example.com")
+    assert result.returncode == 0, result.stderr
+    ticket = show_ticket(config_file, 1)
+    assert ticket["requester"] == "alice@example.org"
+    assert inbound(ticket)[0]["from"] == "alice@example.org"
+    assert json.loads(run_cli(config_file, "quarantine", "list", "--json").stdout) == []
+
+
+def test_deliver_with_a_null_envelope_sender_and_no_from_is_quarantined(config_file: str) -> None:
+    for sender in ("", "MAILER-DAEMON@mx.example.org"):
+        raw = NO_FROM.replace(b"<no-from@", f"<{len(sender)}@".encode())
+        assert _deliver(config_file, raw, "-f", sender, "-r", "support@example.com").returncode == 0
+    listed = json.loads(run_cli(config_file, "quarantine", "list", "--json").stdout)
+    assert len(listed) == 2
+    assert json.loads(run_cli(config_file, "tickets", "list", "--json").stdout) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from email.message import EmailMessage
 
@@ -170,6 +171,44 @@ def test_html_only_mail_gets_a_text_rendering(app: App) -> None:
     assert "Hello team," in text
     assert "one" in text and "two" in text
     assert "<b>" not in text and "alert(1)" not in text
+
+
+def test_a_stub_text_alternative_gives_the_ticket_the_html_content(app: App) -> None:
+    # What a newsletter-style sender writes: the message is only in the HTML part.
+    msg = EmailMessage()
+    msg["From"] = "orders@customer.test"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = "Order 4711"
+    msg.set_content("To view this message, please use an HTML capable email client.")
+    msg.add_alternative(
+        "<html><body><p>Order <b>4711</b> arrived damaged.</p><table>"
+        "<tr><td>TN-2420</td><td>cracked housing</td></tr>"
+        "<tr><td>DR-2400</td><td>missing seal</td></tr></table>"
+        "<p>Please send replacements to Leeds.</p></body></html>",
+        subtype="html",
+    )
+    outcome = ingest(app, msg.as_bytes())
+    text = ticket_json(app, outcome.ticket_number)["messages"][0]["text"]
+    assert "Order 4711 arrived damaged." in text
+    assert "missing seal" in text and "replacements to Leeds" in text
+    assert "HTML capable" not in text
+
+
+def test_a_lotus_notes_uuencoded_attachment_is_kept_as_a_file(app: App) -> None:
+    data = bytes(range(256)) * 40
+    lines = "".join(binascii.b2a_uu(data[i : i + 45]).decode() for i in range(0, len(data), 45))
+    raw = make_mail(
+        sender="Hans Muster <hans@customer.test>",
+        body=f"Hello,\nthe log is attached.\n\nbegin 644 printer log.bin\n{lines}`\nend\n",
+    )
+    outcome = ingest(app, raw)
+    message = ticket_json(app, outcome.ticket_number)["messages"][0]
+    assert message["text"].strip() == "Hello,\nthe log is attached."
+    assert [(a["filename"], a["size"]) for a in message["attachments"]] == [
+        ("printer log.bin", len(data))
+    ]
+    with app.factory() as session:
+        assert session.get_one(Blob, hashlib.sha256(data).hexdigest()).data == data
 
 
 def test_null_envelope_sender_marks_the_message(app: App) -> None:

@@ -122,6 +122,16 @@ def _ticket_count(daemon: Daemon) -> int:
         return int(session.execute(select(func.count(Ticket.id))).scalar_one())
 
 
+def _all_processed(daemon: Daemon, count: int) -> dict[str, tuple[str, str | None]] | None:
+    """Each stored message's state and outcome, once ``count`` are stored and none pending."""
+    assert daemon.app is not None
+    with read_session(daemon.app.factory) as session:
+        rows = session.execute(text("select message_id, state, outcome from inbound")).all()
+    found = {row.message_id: (row.state, row.outcome) for row in rows}
+    done = len(found) == count and all(state != "pending" for state, _ in found.values())
+    return found if done else None
+
+
 def test_mail_becomes_ticket_one(daemon: Daemon, config_file: str) -> None:
     refused = _send(daemon, make_mail(subject="Printer on floor 3 is jammed"))
     assert refused == {}
@@ -133,6 +143,31 @@ def test_mail_becomes_ticket_one(daemon: Daemon, config_file: str) -> None:
     assert ticket["queue"] == "support"
     assert ticket["messages"][0]["direction"] == "in"
     assert ticket["messages"][0]["thread_reason"] == "new ticket"
+
+
+def test_mail_without_a_from_is_answered_at_its_mail_from(
+    daemon: Daemon, config_file: str
+) -> None:
+    assert daemon.smtp_address is not None
+    raw = (
+        b"To: support@example.com\r\nSubject: Printer on floor 3 is jammed\r\n"
+        b"Message-ID: <no-from@example.org>\r\n\r\nThe printer is jammed again.\r\n"
+    )
+    with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+        assert client.sendmail("alice@example.org", ["support@example.com"], raw) == {}
+        # A null sender is nobody to answer: this one waits in quarantine.
+        nobody = raw.replace(b"<no-from@", b"<null-sender@")
+        assert client.sendmail("<>", ["support@example.com"], nobody) == {}
+    wait_for(lambda: _ticket_count(daemon) == 1)
+    ticket = show_ticket(config_file, 1)
+    assert ticket["requester"] == "alice@example.org"
+    assert ticket["subject"] == "Printer on floor 3 is jammed"
+    found = wait_for(lambda: _all_processed(daemon, 2))
+    assert found["no-from@example.org"] == (
+        "processed",
+        "ticket #1: new ticket (sender from the envelope sender: alice@example.org)",
+    )
+    assert found["null-sender@example.org"][0] == "quarantined"
 
 
 def test_250_only_after_commit(daemon: Daemon) -> None:

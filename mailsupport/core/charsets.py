@@ -14,10 +14,13 @@ import encodings
 import functools
 import pkgutil
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from encodings.aliases import aliases as python_aliases
 
 from charset_normalizer import CharsetMatch, from_bytes
+
+from mailsupport.core.plausible import UNREADABLE, has_kana, implausibility, russian_fit
 
 # Keys are charset labels with everything but letters and digits removed, so "Shift_JIS",
 # "shift-jis" and "SHIFT JIS" meet in one entry. Values favour the superset that the sending
@@ -184,6 +187,25 @@ _DETECTED = (
     "cp949",
 )
 _COMMONNESS = {codec: rank for rank, codec in enumerate(_DETECTED)}
+# The order raw header bytes are tried in after the mail's own charsets. Past the Western and
+# Russian code pages come the multibyte ones, far more common in raw subjects than the other
+# single-byte code pages, which accept nearly any bytes and would win ties with a right reading;
+# detection's choice, then the rest of ``_DETECTED``.
+# Korean comes before Chinese, EUC-JP before Big5: Korean and Japanese bytes always read as
+# plausible Chinese, while Chinese bytes read as Korean mostly mix Hangul with Hanja in a word,
+# and as EUC-JP mostly fail.
+_MULTIBYTE = ("cp932", "cp949", "gb18030", "euc_jp", "cp950", "big5hkscs")
+_FIRST_TRIED = ("cp1252", "cp1251", "koi8_r", *_MULTIBYTE)
+_CHINESE = frozenset({"gb18030", "cp950", "big5hkscs"})
+_RUSSIAN_CODE_PAGES = frozenset({"cp1251", "koi8_r"})
+# Text short enough to judge letter by letter; detection decides longer text by itself.
+_SHORT_TEXT = 500
+# How much less implausible a later reading of a header must be to be taken instead.
+_CLEARLY_BETTER = 2
+# How much better (in log frequency) the other Russian code page's reading must be to take the
+# place of the one the mail declares, and what cp1251 being the commoner one is worth.
+_RUSSIAN_MARGIN = 2.0
+_CP1251_COMMONER = 1.0
 _WESTERN = frozenset({"cp1252", "iso8859_15"})
 # charset-normalizer's own margins for readings it cannot tell apart (CharsetMatch.__lt__).
 _SAME_CHAOS = 0.005
@@ -339,6 +361,10 @@ def _guess(data: bytes) -> Decoded:
         if codec is not None:
             return Decoded(data.decode(codec), codec)
     if detected is not None:
+        if detected.codec in _RUSSIAN_CODE_PAGES and len(data) <= _SHORT_TEXT:
+            # Detection reads a few words in capitals ("ТЕСТ ЗАКАЗА") as cp1251 whatever they are.
+            codec = _russian_code_page(data, detected.codec)
+            return Decoded(data.decode(codec), codec) if codec != detected.codec else detected
         return detected
     text = _strict(data, "cp1252")
     if text is not None:
@@ -352,16 +378,42 @@ def _short_cyrillic(data: bytes) -> str | None:
     Both code pages put the Russian alphabet at 0xC0-0xFF (and ё near 0xA8/0xB8), where cp1252
     has accented Latin letters; a Western word holds those among plain letters ("Grüße",
     "café"), so words made of them alone are Cyrillic. cp1251 puts lower case in the upper
-    half of that range and KOI8-R in the lower half, and most letters of a text are lower case.
+    half of that range and KOI8-R in the lower half; most letters of a text are lower case,
+    which decides when the letters that come out (``_russian_code_page``) do not.
     """
+    letters = _cyrillic_letters(data)
+    if letters is None or len(letters) < 2:
+        return None  # "à" alone is as likely
+    upper_half = sum(byte >= 0xE0 for byte in letters)
+    return _russian_code_page(data, "cp1251" if 2 * upper_half >= len(letters) else "koi8_r")
+
+
+def _cyrillic_letters(data: bytes) -> bytes | None:
+    """The 8-bit bytes of ``data`` when every word holding one is letters in both code pages."""
     words = _EIGHT_BIT_WORD.findall(data)
     if not words or not all(_CYRILLIC_WORD.fullmatch(word) for word in words):
         return None
-    letters = b"".join(words)
-    if len(letters) < 2:
-        return None  # "à" alone is as likely
-    upper_half = sum(byte >= 0xE0 for byte in letters)
-    return "cp1251" if 2 * upper_half >= len(letters) else "koi8_r"
+    return b"".join(words)
+
+
+def _russian_code_page(data: bytes, preferred: str, margin: float = 0.0) -> str:
+    """``preferred`` (cp1251 or KOI8-R), or the other one when its reading is more Russian by
+    more than ``margin``.
+
+    The two put small and capital letters in swapped halves, so a word in capitals in one reads
+    as small letters in the other: KOI8-R "ТЕСТ" is cp1251 "феуф". Which reading has the
+    letters Russian uses, and no capital inside a word, tells them apart; cp1251, much the
+    more used today, has the benefit of the doubt.
+    """
+    if _cyrillic_letters(data) is None:
+        return preferred
+    other = "koi8_r" if preferred == "cp1251" else "cp1251"
+    mine, theirs = _russian_reading(data, preferred), _russian_reading(data, other)
+    return other if theirs > mine + margin else preferred
+
+
+def _russian_reading(data: bytes, codec: str) -> float:
+    return russian_fit(data.decode(codec)) + (_CP1251_COMMONER if codec == "cp1251" else 0.0)
 
 
 def _detect(data: bytes) -> Decoded | None:
@@ -386,12 +438,13 @@ def _commonness(match: CharsetMatch) -> int:
     return min(_COMMONNESS.get(codec, len(_DETECTED)) for codec in match.could_be_from_charset)
 
 
-def decode_raw_header(value: str, fallback: str | None = None) -> Decoded:
+def decode_raw_header(value: str, fallback: str | Sequence[str] | None = None) -> Decoded:
     """Recover raw 8-bit bytes in a header value parsed from bytes.
 
     The email package keeps non-ASCII header bytes as lone surrogates. They are read as UTF-8,
-    else in ``fallback`` (usually the charset of the body), else detected. Encoded words are
-    left alone so address parsing still sees the structure the sender wrote.
+    else in the most plausible of ``fallback`` (the charsets the mail uses: its parts', its
+    encoded words'), what detection finds and the charsets mail is most written in. Encoded
+    words are left alone so address parsing still sees the structure the sender wrote.
     """
     if value.isascii():
         japanese = _decode_iso2022_jp(value.encode("ascii")) if "\x1b" in value else None
@@ -403,13 +456,65 @@ def decode_raw_header(value: str, fallback: str | None = None) -> Decoded:
     text = _nearly_utf8(data)
     if text is not None:
         return Decoded(text, "utf-8", "raw 8-bit header is UTF-8 with one invalid sequence")
-    codec = codec_for(fallback)
-    if codec is not None:
+    reading = _legacy_header(data, _mail_codecs(fallback))
+    return Decoded(reading.text, reading.codec, f"raw 8-bit header decoded as {reading.codec}")
+
+
+def _header_codecs(data: bytes, mail_codecs: list[str]) -> Iterator[str]:
+    """The codecs to read raw header bytes in, in order, each once; detection (which costs
+    more than all the rest) runs only when the readings before it were not good enough."""
+    tried: set[str] = set()
+
+    def fresh(codecs: Iterable[str]) -> Iterator[str]:
+        for codec in codecs:
+            if codec not in tried:
+                tried.add(codec)
+                yield codec
+
+    yield from fresh((*mail_codecs, *_FIRST_TRIED))
+    detected = _detect(data) if len(data) >= _MIN_DETECT_BYTES else None
+    yield from fresh((*([detected.codec] if detected else []), *_DETECTED))
+
+
+def _mail_codecs(charsets: str | Sequence[str] | None) -> list[str]:
+    """The codecs of the charsets a mail uses, with what senders of each really send."""
+    labels = [charsets] if isinstance(charsets, str) else list(charsets or ())
+    found: dict[str, None] = {}
+    for codec in filter(None, map(codec_for, labels)):
+        found.update(dict.fromkeys((codec, *_ALTERNATIVES.get(codec, ()))))
+    return [codec for codec in found if codec not in ("utf-8", "ascii")]
+
+
+def _legacy_header(data: bytes, mail_codecs: list[str]) -> Decoded:
+    """The most plausible reading of raw header bytes that are not UTF-8.
+
+    A header has a few words, too few for detection alone, and a GB2312 subject in a mail whose
+    text part is Latin-1 decodes as Latin-1 without error. So the charsets the mail itself uses
+    are tried first, then those mail is most often written in (``_header_codecs``), and a later
+    reading takes the place of an earlier one only when it is clearly more plausible
+    (``implausibility``): "±5°C" stays Latin-1 rather than become Latin-2 "ą5°C".
+    """
+    best: Decoded | None = None
+    best_penalty = UNREADABLE + _CLEARLY_BETTER
+    for codec in _header_codecs(data, mail_codecs):
         text = _strict(data, codec)
-        if text is not None:
-            return Decoded(text, codec, f"raw 8-bit header decoded as {codec}")
-    guess = _guess(data)
-    return Decoded(guess.text, guess.codec, f"raw 8-bit header decoded as {guess.codec}")
+        if text is None:
+            continue
+        penalty = implausibility(text[:_SHORT_TEXT])
+        if codec in _CHINESE and has_kana(text):
+            penalty += 2  # Japanese sent as EUC-JP: kana sit at the same places in GB2312
+        if penalty <= best_penalty - _CLEARLY_BETTER:
+            best, best_penalty = Decoded(text, codec), penalty
+        if best_penalty < _CLEARLY_BETTER:
+            break  # nothing later could take its place
+    if best is None:
+        return Decoded(data.decode("latin-1"), "latin-1")
+    if best.codec in _RUSSIAN_CODE_PAGES:
+        # The mail's own code page is kept unless the other one reads clearly better.
+        margin = _RUSSIAN_MARGIN if best.codec in mail_codecs else 0.0
+        codec = _russian_code_page(data[:_SHORT_TEXT], best.codec, margin)
+        return Decoded(data.decode(codec), codec)
+    return best
 
 
 def _nearly_utf8(data: bytes) -> str | None:
@@ -487,7 +592,7 @@ def _flush(pending: tuple[str, bytearray], defects: list[str]) -> str:
     return decoded.text
 
 
-def decode_header(value: str, fallback: str | None = None) -> Decoded:
+def decode_header(value: str, fallback: str | Sequence[str] | None = None) -> Decoded:
     """A header value as display text: raw bytes and encoded words decoded, unfolded.
 
     Line breaks and control characters never survive, so the text is safe to put back into

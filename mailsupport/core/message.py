@@ -84,6 +84,7 @@ class ParsedMessage:
     headers: tuple[tuple[str, str], ...]  # every header, decoded, in order
     return_path: str | None  # None when no Return-Path header; "" for the null path <>
     defects: tuple[str, ...] = ()  # parser and charset problems worth keeping
+    sender: Address | None = None  # the Sender header's mailbox
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), or None."""

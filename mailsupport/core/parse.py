@@ -33,9 +33,12 @@ from mailparser.utils import get_addresses
 
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
-from mailsupport.core.htmltext import html_to_text
+from mailsupport.core.headerblock import fold_stray_lines
+from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
+from mailsupport.core.malformed import recover_mailbox
 from mailsupport.core.message import Address, Attachment, ParsedMessage
+from mailsupport.core.uuencode import extract_uuencoded
 from mailsupport.errors import MessageParseError
 
 # Real mail nests a handful of levels; beyond this a message is an attack on the parser.
@@ -47,7 +50,9 @@ MAX_DEFECTS = 50
 MAX_FILENAME = 200
 
 # The address headers mail-parser reads; raw 8-bit bytes there make it drop the mailbox.
-_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "delivered-to"})
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "delivered-to", "sender"})
+# Read with mail-parser's address reader: its own list, and Sender, a sender of last resort.
+_READ_ADDRESSES = frozenset(ADDRESSES_HEADERS) | {"sender"}
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _NAMING_HEADERS = frozenset({"content-disposition", "content-type"})
 
@@ -57,6 +62,7 @@ _WHITESPACE = re.compile(r"\s+")
 # The control characters that str.split() does not take for white space.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 _TYPE_TOKEN = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_ENCODED_WORD_CHARSET = re.compile(r"=\?([^?\s*]+)[^?\s]*\?[bBqQ]\?")
 _CHARSET_PARAMETER = re.compile(r"charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 _FILENAME_JUNK = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _DOT_RUN = re.compile(r"\.{2,}")
@@ -109,7 +115,8 @@ class _Collected:
     html: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
-    charset: str | None = None  # the first declared text charset, a hint for raw headers
+    # The charsets text parts declare or were found in, in order: hints for raw 8-bit headers.
+    charsets: list[str] = field(default_factory=list)
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -123,27 +130,32 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _parse(raw: bytes) -> ParsedMessage:
+    raw, folded = fold_stray_lines(raw)
     message = _mime_tree(raw)
     collected = _walk(message)
-    headers, header_defects = _decoded_headers(message, collected.charset)
-    _repair_address_headers(message, collected.charset)
+    if folded:
+        collected.defects.append(f"{folded} unindented header line(s) read as continuations")
+    charsets = _mail_charsets(message, collected)
+    headers, header_defects = _decoded_headers(message, charsets)
+    _repair_address_headers(message, charsets)
     readings = _mail_parser(message)
     plain = "\n".join(collected.plain)
     html = "\n".join(collected.html)
-    text = plain if plain.strip() or not html else html_to_text(html)
+    text = body_text(plain, html)
     if not headers and not text.strip() and not html and not collected.attachments:
         raise MessageParseError("the message has neither headers nor a body")
     date, date_defects = _date(readings, _first(headers, "date"))
-    from_ = _addresses(readings, "from")
     dropped: list[str] = []
+    senders: list[str] = []  # their defects: after those of To and Cc, as the headers are read
+    from_, reply_to, sender = _senders(readings, headers, senders)
     return ParsedMessage(
         message_id=_message_id(_first(headers, "message-id")),
         subject=" ".join((_first(headers, "subject") or "").split()),
-        # Kept even when unusable: the pipeline refuses the mail rather than answer another.
-        from_=from_[0] if from_ else None,
+        from_=from_,
         to=_mailboxes(readings, "to", dropped),
         cc=_mailboxes(readings, "cc", dropped),
-        reply_to=_mailboxes(readings, "reply-to", dropped),
+        reply_to=reply_to,
+        sender=sender,
         date=date,
         in_reply_to=message_ids(_every(headers, "in-reply-to")),
         references=message_ids(_every(headers, "references")),
@@ -158,6 +170,7 @@ def _parse(raw: bytes) -> ParsedMessage:
                 *header_defects,
                 *_address_defects(readings),
                 *dropped,
+                *senders,
                 *date_defects,
             ]
         ),
@@ -399,8 +412,8 @@ def _leaf(part: Message, content_type: str, collected: _Collected) -> None:
         # A multipart without a usable boundary: its raw text is all a reader could see.
         content_type = "text/plain"
     charset = _charset(part)
-    if collected.charset is None and charset and content_type.startswith("text/"):
-        collected.charset = charset
+    if charset and content_type.startswith("text/"):
+        collected.charsets.append(charset)
     filename = _declared_filename(part, collected)
     disposition = part.get_content_disposition()
     is_body_type = content_type in _BODY_TYPES
@@ -409,8 +422,9 @@ def _leaf(part: Message, content_type: str, collected: _Collected) -> None:
     attached = filename is not None or disposition == "attachment" or not is_body_type
     data = decoded_payload(part)
     if attached and (data or filename):
+        name = filename or _content_id_name(part) or ""
         collected.attachments.append(
-            Attachment(safe_filename(filename or "", content_type), content_type, data)
+            Attachment(safe_filename(name, content_type), content_type, data)
         )
     # Named inline text is both shown and kept as a file, as mail-parser does.
     if is_body_type and (not attached or disposition == "inline"):
@@ -421,8 +435,25 @@ def _add_body_text(data: bytes, charset: str | None, content_type: str, out: _Co
     decoded = decode_part_text(data, charset)
     if decoded.defect:
         out.defects.append(f"{content_type}: {decoded.defect}")
+    if not data.isascii():
+        out.charsets.append(decoded.codec)  # what undeclared text turned out to be, too
     text = _normalise_newlines(decoded.text)
-    (out.html if content_type == "text/html" else out.plain).append(text)
+    if content_type == "text/html":
+        out.html.append(text)
+        return
+    text, files = extract_uuencoded(text)
+    for found in files:
+        kind = _MIME_TYPES.guess_type(found.name)[0] or "application/octet-stream"
+        out.attachments.append(Attachment(safe_filename(found.name, kind), kind, found.content))
+    out.plain.append(text)
+
+
+def _content_id_name(part: Message) -> str | None:
+    """The file name an image's Content-ID carries, as Outlook writes it: ``image001.jpg``
+    from ``<image001.jpg@01D9A1B2.C3D4E5F0>``; None when it names no file."""
+    content_id = str(part.get("content-id", "")).strip().strip("<>")
+    name = content_id.partition("@")[0].strip()
+    return name if name and _MIME_TYPES.guess_type(name)[0] else None
 
 
 def decoded_payload(part: Message) -> bytes:
@@ -489,7 +520,8 @@ def _declared_filename(part: Message, collected: _Collected) -> str | None:
         return None
     # Raw 8-bit bytes are read as in a subject: UTF-8, else the part's charset or the body's,
     # else detected on the name alone.
-    decoded = decode_header(str(name), _charset(part) or collected.charset)
+    own = _charset(part)
+    decoded = decode_header(str(name), (*([own] if own else []), *collected.charsets))
     if decoded.defect:
         collected.defects.append(f"attachment filename: {decoded.defect}")
     return decoded.text
@@ -539,7 +571,7 @@ def _normalise_newlines(text: str) -> str:
 
 
 def _decoded_headers(
-    message: Message, fallback: str | None
+    message: Message, fallback: tuple[str, ...]
 ) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     headers: list[tuple[str, str]] = []
     defects: list[str] = []
@@ -552,6 +584,16 @@ def _decoded_headers(
     return tuple(headers), defects
 
 
+def _mail_charsets(message: Message, collected: _Collected) -> tuple[str, ...]:
+    """Every charset the mail names or its text was found in: its parts' first, in order, then
+    those of its encoded words. Raw 8-bit headers are most likely in one of them."""
+    found = dict.fromkeys(collected.charsets)
+    for _, value in message.raw_items():
+        if "=?" in str(value):
+            found.update(dict.fromkeys(_ENCODED_WORD_CHARSET.findall(str(value))))
+    return tuple(found)
+
+
 def _first(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     return next((value for key, value in headers if key.lower() == name), None)
 
@@ -560,7 +602,7 @@ def _every(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     return [value for key, value in headers if key.lower() == name]
 
 
-def _repair_address_headers(message: Message, fallback: str | None) -> None:
+def _repair_address_headers(message: Message, fallback: tuple[str, ...]) -> None:
     """Give mail-parser address headers as text, leaving encoded words for it to decode.
 
     Order among headers does not matter to mail-parser; ParsedMessage.headers already holds
@@ -609,7 +651,7 @@ def _mail_parser(message: Message) -> _Readings:
 def _read_with_mail_parser(message: Message) -> _Readings:
     values: dict[str, list[Any]] = {}
     for name, value in message.items():
-        if name.lower() in ADDRESSES_HEADERS:
+        if name.lower() in _READ_ADDRESSES:
             values.setdefault(name.lower(), []).append(value)
     mailboxes: dict[str, list[tuple[str, str]]] = {}
     address_defects: list[dict[str, Any]] = []
@@ -637,6 +679,38 @@ def _addresses(readings: _Readings, header: str) -> tuple[Address, ...]:
         if email_address and email_address not in found:
             found[email_address] = Address(email_address, _display_name(str(name), email_address))
     return tuple(found.values())
+
+
+def _senders(
+    readings: _Readings, headers: tuple[tuple[str, str], ...], defects: list[str]
+) -> tuple[Address | None, tuple[Address, ...], Address | None]:
+    """From, Reply-To and Sender; each recovered from its value when mail-parser reads none.
+
+    From is kept even when unusable: the pipeline looks for another sender, or refuses the
+    mail rather than answer someone else.
+    """
+    from_ = _addresses(readings, "from") or _recovered(readings, headers, "from", defects)
+    reply_to = _mailboxes(readings, "reply-to", defects) or tuple(
+        a
+        for a in _recovered(readings, headers, "reply-to", defects)
+        if address_problem(a.email) is None
+    )
+    sender = _addresses(readings, "sender") or _recovered(readings, headers, "sender", defects)
+    return (from_[0] if from_ else None), reply_to, (sender[0] if sender else None)
+
+
+def _recovered(
+    readings: _Readings, headers: tuple[tuple[str, str], ...], header: str, defects: list[str]
+) -> tuple[Address, ...]:
+    """The mailbox of a header mail-parser found none in (``<power quadrant system@...>``)."""
+    value = _first(headers, header)
+    if _addresses(readings, header) or not value:
+        return ()
+    recovered = recover_mailbox(value)
+    if recovered is None:
+        return ()
+    defects.append(f"{header}: read as {recovered.email!r:.100}")
+    return (recovered,)
 
 
 def _mailboxes(readings: _Readings, header: str, dropped: list[str]) -> tuple[Address, ...]:

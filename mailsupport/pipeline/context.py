@@ -18,3 +18,4 @@ class Incoming:
     parsed: ParsedMessage
     screening: Screening
     queue: str | None = None  # decided by the channel (an IMAP account's queue), else by address
+    envelope_from: str | None = None  # MAIL FROM, when the channel had an envelope ("" for <>)

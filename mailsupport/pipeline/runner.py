@@ -47,7 +47,7 @@ from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.bounce import link_bounce
 from mailsupport.pipeline.context import Incoming
-from mailsupport.pipeline.identify import identify, load_senders
+from mailsupport.pipeline.identify import FROM, identify, load_senders
 from mailsupport.pipeline.operator import Claim, prove_operator
 from mailsupport.pipeline.screen import screen_message, screening_marks
 from mailsupport.pipeline.staff_route import route_operator_mail
@@ -257,6 +257,7 @@ class Pipeline:
             parsed,
             screening,
             loaded.queue,
+            loaded.envelope_from,
         )
         return _Ready(loaded, incoming)
 
@@ -280,7 +281,11 @@ class Pipeline:
         applied: list[tuple[_Ready, Outcome]] = []
         with self.factory.begin() as session:
             claimed = _claim(session, [ready.loaded.inbound_id for ready in batch])
-            load_senders(session, [r.parsed for r in batch if r.loaded.inbound_id in claimed])
+            load_senders(
+                session,
+                [r.incoming for r in batch if r.loaded.inbound_id in claimed],
+                self.config,
+            )
             finished: list[dict[str, Any]] = []
             for ready in batch:
                 if ready.loaded.inbound_id in claimed:
@@ -324,7 +329,7 @@ class Pipeline:
 
     def _route(self, session: Session, incoming: Incoming, raw: bytes, now: datetime) -> _Routed:
         """Decide where the message goes and apply it."""
-        people = identify(session, incoming.parsed, self.config, now)
+        people = identify(session, incoming, self.config, now)
         claim = prove_operator(session, incoming, people, self.config)
         if claim is not None and claim.operator is not None:
             by_operator = route_operator_mail(
@@ -348,6 +353,8 @@ class Pipeline:
             disposition = Disposition.BOUNCE if linked.linked else Disposition.DROPPED
             return _Routed(None, linked.detail, disposition, linked.ticket_number)
         detail = f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
+        if people.sender is not None and people.sender_source != FROM:
+            detail += f" (sender from the {people.sender_source}: {people.sender.email})"
         return _on_ticket(session, ticket, detail)
 
     def _transient_failure(self, inbound_id: int, exc: OperationalError) -> Outcome | None:

@@ -333,3 +333,56 @@ def test_decoded_headers_cannot_carry_line_breaks() -> None:
     decoded = decode_header("=?utf-8?Q?Hello=0D=0ABcc:_victim@example.com?=")
     assert "\r" not in decoded.text and "\n" not in decoded.text
     assert decode_header("a\x00b\x07c").text == "abc"
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("您好，打印机坏了", "gb2312"),
+        ("回复：打印机问题", "gb2312"),
+        ("打印机", "gb2312"),
+        ("プリンターが動きません", "shift_jis"),
+        ("会議", "shift_jis"),
+        ("見積書の送付", "shift_jis"),
+        ("안녕하세요 프린터", "euc_kr"),
+    ],
+)
+def test_raw_cjk_header_in_a_latin1_mail_is_not_read_as_latin1(text: str, encoding: str) -> None:
+    # Before, the text part's iso-8859-1 decoded these bytes without error: "ÄúºÃ£¬´òÓ¡".
+    raw = text.encode(encoding).decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw, "iso-8859-1").text == text
+    assert decode_raw_header(raw).text == text
+
+
+def test_raw_header_is_read_in_whichever_charset_of_the_mail_fits() -> None:
+    raw = "您好，打印机坏了".encode("gb2312").decode("ascii", "surrogateescape")
+    decoded = decode_raw_header(raw, ("iso-8859-1", "gb2312"))
+    assert (decoded.text, decoded.codec) == ("您好，打印机坏了", "gb18030")
+
+
+@pytest.mark.parametrize(
+    "text", ["Größe ändern", "Réunion à déplacer", "±5°C", "„Test“", "Brand™", "ÉTÉ 2024", "à"]
+)
+def test_raw_western_header_keeps_the_western_charset_of_the_mail(text: str) -> None:
+    raw = text.encode("cp1252").decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw, "iso-8859-1").text == text
+    assert decode_raw_header(raw).text == text
+
+
+@pytest.mark.parametrize("codec", ["koi8_r", "cp1251"])
+@pytest.mark.parametrize("text", ["ТЕСТ", "СЧЕТ", "ВАЖНО: ОПЛАТА", "ТЕСТ заказа", "счет"])
+def test_cyrillic_in_capitals_is_told_apart_by_its_letters(codec: str, text: str) -> None:
+    # KOI8-R puts capitals where cp1251 has small letters: "ТЕСТ" read as cp1251 is "феуф".
+    data = text.encode(codec)
+    assert decode_text(data, None).text == text
+    raw = data.decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw).text == text
+    assert decode_raw_header(raw, "iso-8859-1").text == text
+
+
+def test_a_koi8_r_word_in_capitals_beats_a_cp1251_mail_charset_that_makes_nonsense() -> None:
+    raw = "ТЕСТ".encode("koi8_r").decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw, "windows-1251").text == "ТЕСТ"
+    # ... but not a word that reads well in the mail's own charset.
+    raw = "Счет".encode("cp1251").decode("ascii", "surrogateescape")
+    assert decode_raw_header(raw, "windows-1251").text == "Счет"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import random
 import tracemalloc
@@ -148,6 +149,67 @@ def test_raw_8bit_headers_are_decoded() -> None:
     assert parsed.text == RUSSIAN
 
 
+@pytest.mark.parametrize(
+    ("subject", "encoding"), [("回复：打印机问题", "gb2312"), ("プリンターが動きません", "shift_jis")]
+)
+def test_raw_cjk_subject_in_a_mail_whose_text_is_latin1(subject: str, encoding: str) -> None:
+    parsed = parse_message(
+        mail(
+            "From: Li Wei <li@example.cn>",
+            b"Subject: " + subject.encode(encoding),
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/alternative; boundary="alt"',
+            body=(
+                b"--alt\nContent-Type: text/plain; charset=iso-8859-1\n\nSee below.\n"
+                b"--alt\nContent-Type: text/html; charset=iso-8859-1\n\n<p>See below.</p>\n"
+                b"--alt--\n"
+            ),
+        )
+    )
+    # Before, the text part's iso-8859-1 read it: "»Ø¸´£º´òÓ¡»úÎÊÌâ".
+    assert parsed.subject == subject
+
+
+def test_raw_subject_takes_the_charset_of_a_later_part_or_an_encoded_word() -> None:
+    # Three Big5 characters read as well in EUC-KR (싻닥녔): only the mail says which it is.
+    subject = "請款單".encode("big5")
+    later_part = parse_message(
+        mail(
+            "From: chen@example.tw",
+            b"Subject: " + subject,
+            'Content-Type: multipart/mixed; boundary="mix"',
+            body=(
+                b"--mix\nContent-Type: text/plain; charset=iso-8859-1\n\nHello\n"
+                b"--mix\nContent-Type: text/plain; charset=big5\n\n"
+                + CHINESE_TRADITIONAL.encode("big5")
+                + b"\n--mix--\n"
+            ),
+        )
+    )
+    assert later_part.subject == "請款單"
+    encoded_name = parse_message(
+        mail(
+            f"From: {encoded_word('陳大文', 'big5', 'big5')} <chen@example.tw>",
+            b"Subject: " + subject,
+            "Content-Type: text/plain; charset=iso-8859-1",
+        )
+    )
+    assert encoded_name.subject == "請款單"
+    assert encoded_name.from_ == Address("chen@example.tw", "陳大文")
+
+
+def test_undeclared_koi8_r_in_capitals_is_read_as_koi8_r_in_body_and_subject() -> None:
+    parsed = parse_message(
+        mail(
+            "From: ivan@example.ru",
+            b"Subject: " + "ТЕСТ".encode("koi8_r"),
+            body="ТЕСТ".encode("koi8_r"),
+        )
+    )
+    # cp1251 reads these bytes as "феуф".
+    assert (parsed.subject, parsed.text) == ("ТЕСТ", "ТЕСТ")
+
+
 def test_encoded_display_names_including_quoted_ones() -> None:
     parsed = parse_message(
         mail(
@@ -225,6 +287,65 @@ def test_alternative_mail_keeps_the_text_part_and_the_html() -> None:
     assert parsed.html == "<p>Rich words</p>"
 
 
+ORDER_HTML = (
+    "<html><head><style>td {padding: 4px}</style></head><body>"
+    "<p>Hello,</p><p>our order 4711 arrived with two broken toner cartridges:</p>"
+    "<table><tr><td>TN-2420</td><td>2 pieces</td><td>cracked housing</td></tr>"
+    "<tr><td>DR-2400</td><td>1 piece</td><td>missing seal</td></tr></table>"
+    "<p>Please send replacements to our office in Leeds.</p><p>Kind regards,<br>Carol</p>"
+    "</body></html>"
+)
+
+
+def _alternative(plain: str, html: str) -> bytes:
+    return mail(
+        "From: Carol <carol@customer.test>",
+        "Subject: Broken toner",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/alternative; boundary="alt"',
+        body=(
+            f"--alt\nContent-Type: text/plain; charset=utf-8\n\n{plain}\n"
+            f"--alt\nContent-Type: text/html; charset=utf-8\n\n{html}\n--alt--\n"
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "stub",
+    [
+        "This is an HTML message. Please use an HTML capable mail program to read it.",
+        "Your mail client cannot show this message. View it in your browser.",
+        "Hello,",
+        "Hello,\n\nsee below.\n",
+    ],
+)
+def test_a_stub_text_part_gives_way_to_the_html(stub: str) -> None:
+    parsed = parse_message(_alternative(stub, ORDER_HTML))
+    assert "two broken toner cartridges" in parsed.text
+    assert "DR-2400" in parsed.text and "missing seal" in parsed.text
+    assert parsed.html == ORDER_HTML
+
+
+def test_a_faithful_text_part_is_kept_beside_richer_html() -> None:
+    plain = (
+        "Hello,\n\nour order 4711 arrived with two broken toner cartridges:\n\n"
+        "TN-2420, 2 pieces, cracked housing\nDR-2400, 1 piece, missing seal\n\n"
+        "Please send replacements to our office in Leeds.\n\nKind regards,\nCarol"
+    )
+    html = ORDER_HTML.replace("<p>Kind", "<p><img alt='ACME Ltd, Leeds'> Kind")
+    assert parse_message(_alternative(plain, html)).text == plain
+    short = "Thanks, that fixed it.\nCarol"
+    assert parse_message(_alternative(short, f"<p>{short}</p>")).text == short
+
+
+def test_text_after_the_end_of_the_html_is_kept() -> None:
+    # QQ Mail writes part of the message after </html>.
+    html = "<html><body><p>Hello,</p></body></html>\r\n<div>the printer is jammed again.</div>"
+    parsed = parse_message(mail("From: a@example.cn", "Content-Type: text/html", body=html))
+    assert "Hello," in parsed.text
+    assert "the printer is jammed again." in parsed.text
+
+
 def test_line_endings_are_normalised_and_nul_removed() -> None:
     raw = b"From: a@example.com\r\nSubject: crlf\r\n\r\nfirst\r\nsec\x00ond\rthird\r\n"
     parsed = parse_message(raw)
@@ -287,6 +408,67 @@ def test_very_long_filenames_keep_their_extension() -> None:
     assert len(cleaned) == MAX_FILENAME
     assert cleaned.endswith(".docx")
     assert len(safe_filename("y" * 5000, "text/plain")) == MAX_FILENAME
+
+
+def _uuencoded(name: str, data: bytes) -> str:
+    lines = "".join(binascii.b2a_uu(data[i : i + 45]).decode() for i in range(0, len(data), 45))
+    return f"begin 644 {name}\n{lines}`\nend\n"
+
+
+def test_uuencoded_files_in_the_text_become_attachments() -> None:
+    # Lotus Notes sends its attachments this way, inside the text part.
+    sheet, picture = random.Random(3).randbytes(5_000), bytes(range(256)) * 3
+    body = (
+        "Hello,\n\nplease find the figures attached.\n\n"
+        + _uuencoded("Q1 figures.xls", sheet)
+        + "\n"
+        + _uuencoded("../photo.png", picture.rstrip(b"\xff"))
+        + "\nRegards,\nHans\n"
+    )
+    parsed = parse_message(
+        mail("From: hans@example.de", "Subject: figures", "Content-Type: text/plain", body=body)
+    )
+    assert parsed.text.startswith("Hello,\n\nplease find the figures attached.\n")
+    assert parsed.text.rstrip().endswith("Regards,\nHans")
+    assert "begin 644" not in parsed.text and "\nM" not in parsed.text
+    assert [(a.filename, a.content_type, a.content) for a in parsed.attachments] == [
+        ("Q1 figures.xls", "application/vnd.ms-excel", sheet),
+        ("photo.png", "image/png", picture.rstrip(b"\xff")),
+    ]
+
+
+def test_prose_that_looks_like_uuencoding_stays_in_the_text() -> None:
+    body = "We begin at dawn.\nbegin 644 is the usual mode\nand then we end\nend\n"
+    parsed = parse_message(mail("From: a@example.com", body=body))
+    assert parsed.text == body
+    assert parsed.attachments == ()
+
+
+@pytest.mark.parametrize(
+    ("content_id", "expected"),
+    [
+        ("<image001.jpg@01D9A1B2.C3D4E5F0>", "image001.jpg"),
+        ("<part1.06090408.01060107@example.com>", "attachment.jpg"),
+        ("", "attachment.jpg"),
+    ],
+)
+def test_an_unnamed_image_takes_its_name_from_its_content_id(
+    content_id: str, expected: str
+) -> None:
+    header = f"Content-ID: {content_id}\n" if content_id else ""
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/related; boundary="rel"',
+            body=(
+                '--rel\nContent-Type: text/html\n\n<p>Logo: <img src="cid:image001.jpg"></p>\n'
+                f"--rel\nContent-Type: image/jpeg\n{header}Content-Transfer-Encoding: base64\n\n"
+                "/9j/4AAQSkZJRg==\n--rel--\n"
+            ),
+        )
+    )
+    assert [a.filename for a in parsed.attachments] == [expected]
 
 
 def test_malicious_filenames_in_a_real_message() -> None:
@@ -559,6 +741,61 @@ def test_a_headerless_body_still_parses() -> None:
     assert "just some words" in parsed.text
     assert parsed.from_ is None
     assert parsed.message_id == ""
+
+
+def test_a_header_continued_without_indentation_keeps_the_subject_and_the_body() -> None:
+    first, second = "Принтер на третьем", " этаже не печатает"
+    raw = mail(
+        "From: Ivan <ivan@example.ru>",
+        "To: support@example.com",
+        f"Subject: {encoded_word(first, 'utf-8', 'utf-8')}",
+        encoded_word(second, "utf-8", "utf-8"),  # the continuation lost its white space
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: base64",
+        body=base64.encodebytes(RUSSIAN.encode()),
+    )
+    parsed = parse_message(raw)
+    assert parsed.subject == first + second
+    assert parsed.text == RUSSIAN
+    assert parsed.header("content-transfer-encoding") == "base64"
+    assert "1 unindented header line(s) read as continuations" in parsed.defects
+
+
+def test_unindented_continuations_of_addresses_and_of_a_last_header() -> None:
+    parsed = parse_message(
+        mail(
+            "From: a@example.com",
+            "To: support@example.com,",
+            "Ann <ann@example.com>,",
+            "bob@example.com",
+            "Subject: two parts",
+            "MIME-Version: 1.0",
+            "Content-Type: multipart/mixed;",
+            'boundary="mix"',  # the last line of the header block
+            body="--mix\nContent-Type: text/plain\n\nInside.\n--mix--\n",
+        )
+    )
+    assert [a.email for a in parsed.to] == [
+        "support@example.com",
+        "ann@example.com",
+        "bob@example.com",
+    ]
+    assert parsed.text == "Inside."
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.com\nSubject: no blank line\nHello there,\nthe printer is jammed.\n",
+        b"From: a@example.com\nSubject: no blank line\nHello there,\n\nthe printer is jammed.\n",
+    ],
+)
+def test_a_body_without_its_blank_line_is_still_the_body(raw: bytes) -> None:
+    parsed = parse_message(raw)
+    assert parsed.subject == "no blank line"
+    assert parsed.text.startswith("Hello there,\n")
+    assert "the printer is jammed." in parsed.text
 
 
 def test_mangled_mail_parses_or_is_refused_but_never_crashes() -> None:
