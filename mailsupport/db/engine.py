@@ -139,6 +139,12 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says another connection held SQLite's lock for longer than we waited."""
+    original = exc.orig if isinstance(exc, OperationalError) else exc
+    return isinstance(original, sqlite3.OperationalError) and _is_busy(original)
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, future=True)
 
