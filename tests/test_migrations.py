@@ -61,3 +61,10 @@ def test_the_migrated_schema_is_the_models(db_url: str) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_the_schema_head_known_without_alembic_is_the_scripts_head() -> None:
+    from mailsupport.db.migrate import head_revision
+    from mailsupport.db.schema import HEAD
+
+    assert head_revision() == HEAD
