@@ -34,7 +34,7 @@ _COMMANDS = {
 
 
 def _database_error(exc: Exception) -> str | None:
-    """"Database error: ..." for an error of SQLAlchemy's; None for anything else."""
+    """The line for an error of SQLAlchemy's ("Database error: ..."); None for any other."""
     loaded = sys.modules.get("sqlalchemy.exc")
     # Not loaded: the command has not used the database through SQLAlchemy at all.
     if loaded is None or not isinstance(exc, loaded.SQLAlchemyError):
