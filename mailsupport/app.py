@@ -5,19 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.engine import (
+    READ_ONLY,
     driver_message,
     is_sqlite,
     make_engine,
     make_sessionmaker,
     shown_url,
 )
-from mailsupport.db.migrate import check_known, current_revision, head_revision, upgrade
+from mailsupport.db.schema import HEAD, REVISIONS_QUERY
+from mailsupport.db.sqlite_conn import url_key
 from mailsupport.errors import ConfigError, StorageError, first_line
 
 
@@ -81,8 +83,8 @@ def database_engine(
 def cannot_open(config: Config, exc: SQLAlchemyError) -> StorageError:
     """One sentence naming the key to check, never the password, and what the driver said."""
     return StorageError(
-        f"Cannot open the database {shown_url(config.database.url)} (database.url): "
-        f"{driver_message(exc)}"
+        f"Cannot open the database {shown_url(config.database.url)} "
+        f"({url_key(config.database.url)}): {driver_message(exc)}"
     )
 
 
@@ -95,6 +97,17 @@ def connect_once(config: Config, engine: Engine) -> None:
 
 
 def _check_schema(app: App, *, migrate: bool) -> None:
+    if _at_head(app.engine):
+        return
+    # Alembic only when there is something to do or to explain: loading it and its scripts
+    # costs more than the rest of a short command.
+    from mailsupport.db.migrate import (  # noqa: PLC0415
+        check_known,
+        current_revision,
+        head_revision,
+        upgrade,
+    )
+
     current = current_revision(app.engine)
     if current == head_revision():
         return
@@ -106,3 +119,15 @@ def _check_schema(app: App, *, migrate: bool) -> None:
         f"The database schema is at {current or 'nothing'}, this version needs "
         f"{head_revision()}: run `mailsupport db upgrade`."
     )
+
+
+def _at_head(engine: Engine) -> bool:
+    """Whether the database is at this version's schema, asked without Alembic."""
+    # Read-only, so that opening the database (every CLI command does) need not wait for a
+    # writer such as a pipeline batch to finish.
+    with engine.connect().execution_options(**READ_ONLY) as connection:
+        try:
+            revisions = connection.exec_driver_sql(REVISIONS_QUERY).scalars().all()
+        except DBAPIError:
+            return False  # no version table yet: the full check says what to do
+    return list(revisions) == [HEAD]

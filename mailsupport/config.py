@@ -6,6 +6,7 @@ a line sees exactly which one.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -19,6 +20,9 @@ from mailsupport.errors import ConfigError
 
 CONFIG_ENV = "MAILSUPPORT_CONFIG"
 _ENV_PREFIX = "MAILSUPPORT_"
+# Variables of ours that are not config keys: the config file, and the test suite's own.
+_OTHER_VARIABLES = frozenset({CONFIG_ENV, "MAILSUPPORT_TEST_PG_URL", "MAILSUPPORT_CORPUS"})
+_IMAP_PASSWORD_RE = re.compile(r"^MAILSUPPORT_IMAP_[A-Z0-9_]+_PASSWORD$")
 _ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -518,6 +522,32 @@ def _env_value(section: str, key: str, validator: Validator, text: str) -> Any:
         ) from exc
 
 
+def _check_environment(env: Mapping[str, str]) -> None:
+    """Refuse a MAILSUPPORT_ variable that overrides nothing: a typo would be ignored silently."""
+    known = {_env_name(s, key) for s, (_cls, fields) in _SCHEMA.items() for key in fields}
+    for name in sorted(env):
+        if not name.startswith(_ENV_PREFIX) or name in known | _OTHER_VARIABLES:
+            continue
+        if _IMAP_PASSWORD_RE.match(name):
+            continue
+        raise ConfigError(f"Unknown environment variable {name} ({_unknown_because(name, known)}).")
+
+
+def _unknown_because(name: str, known: set[str]) -> str:
+    suffix = name.removeprefix(_ENV_PREFIX)
+    section, _, key = suffix.lower().partition("_")
+    if section in _SCHEMA:
+        reason = f"no config key {section}.{key}"
+    elif section in ("queues", "imap"):
+        reason = f"[{section}] is not set from the environment"
+    else:
+        reason = f"no config section [{section}]"
+    # Compared without the prefix, which every candidate shares.
+    candidates = {v.removeprefix(_ENV_PREFIX): v for v in known | _OTHER_VARIABLES}
+    close = difflib.get_close_matches(suffix, sorted(candidates), n=1, cutoff=0.8)
+    return f"{reason}; did you mean {candidates[close[0]]}?" if close else reason
+
+
 def _build_section(section: str, raw: Any, env: Mapping[str, str]) -> Any:
     cls, fields = _SCHEMA[section]
     if not isinstance(raw, dict):
@@ -617,6 +647,7 @@ def build_config(
 ) -> Config:
     """Validate a parsed TOML document (plus environment overrides) into a Config."""
     env = os.environ if env is None else env
+    _check_environment(env)
     for section in data:
         if section not in _SCHEMA and section not in ("queues", "imap"):
             raise ConfigError(f"Unknown config section [{section}].")

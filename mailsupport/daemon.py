@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import OperationalError
 
 from mailsupport.app import App, open_app
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
-from mailsupport.db.engine import checkpoint, is_sqlite
+from mailsupport.db.engine import checkpoint, driver_message, is_busy, is_sqlite
 from mailsupport.db.inbox import Stored
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
@@ -70,6 +71,37 @@ class _OneAtATime:
         with self._lock:
             asked, self._asked = self._asked, False
             return asked
+
+
+class _WhileBusy:
+    """The outbox sweep, for which a database locked by another process is no failure.
+
+    Another process (a long CLI command, a backup, the gateway) may hold SQLite's write lock
+    for longer than ``busy_timeout``: the sweep then sends nothing and the next one tries
+    again. That is told once, when it starts, and once when a sweep gets through again.
+    """
+
+    def __init__(self, job: Callable[[], object]) -> None:
+        self._job = job
+        self._busy = False  # only ever changed by the one run _OneAtATime lets through
+
+    def __call__(self) -> None:
+        try:
+            self._job()
+        except OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            if not self._busy:
+                self._busy = True
+                log.warning(
+                    "outbox: the database is locked by another connection (%s); "
+                    "mail is sent once it is free",
+                    driver_message(exc),
+                )
+            return
+        if self._busy:
+            self._busy = False
+            log.info("outbox: the database is free again; sending goes on")
 
 
 class Daemon:
@@ -125,7 +157,7 @@ class Daemon:
     def _start_scheduler(self) -> None:
         assert self.app is not None
         sender = OutboxSender(self.app.factory, self.config, self.clock)
-        self._send_outbox = _OneAtATime(sender.send_due)
+        self._send_outbox = _OneAtATime(_WhileBusy(sender.send_due))
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
             self._send_outbox,
@@ -134,7 +166,10 @@ class Daemon:
             name="outbox sender",
             seconds=self.config.outbound.send_interval,
             next_run_time=datetime.now(UTC),
-            max_instances=1,
+            # _OneAtATime lets one run through; a call during it returns at once. With
+            # APScheduler's limit at 1, a run longer than the interval (a relay or a lock
+            # that is slow to answer) had the next one skipped with a warning instead.
+            max_instances=2,
             coalesce=True,
         )
         if is_sqlite(self.app.engine):

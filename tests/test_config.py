@@ -218,3 +218,54 @@ def test_imap_password_file_that_cannot_be_read(tmp_path: Path) -> None:
     config = build_config(_imap(password_file=str(tmp_path / "missing")), env={})
     with pytest.raises(ConfigError, match=r"Cannot read imap main password_file"):
         config.imap[0].secret()
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        (
+            "MAILSUPPORT_SMTP_PROT",
+            "Unknown environment variable MAILSUPPORT_SMTP_PROT (no config key smtp.prot; "
+            "did you mean MAILSUPPORT_SMTP_PORT?).",
+        ),
+        (
+            "MAILSUPPORT_DATABSE_URL",
+            "Unknown environment variable MAILSUPPORT_DATABSE_URL (no config section [databse]; "
+            "did you mean MAILSUPPORT_DATABASE_URL?).",
+        ),
+        (
+            "MAILSUPPORT_QUEUES_SALES",
+            "Unknown environment variable MAILSUPPORT_QUEUES_SALES "
+            "([queues] is not set from the environment).",
+        ),
+    ],
+)
+def test_an_environment_variable_that_overrides_nothing_is_refused(
+    variable: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({}, env={variable: "25"})
+    assert str(info.value) == message
+
+
+def test_variables_that_are_not_config_keys_are_left_alone(tmp_path: Path) -> None:
+    env = {
+        "MAILSUPPORT_CONFIG": str(tmp_path / "mailsupport.toml"),
+        "MAILSUPPORT_IMAP_MAIN_PASSWORD": "imap",
+        "MAILSUPPORT_IMAP_SALES_BOX_PASSWORD": "imap",
+        "MAILSUPPORT_RELAY_PASSWORD": "relay",
+        "MAILSUPPORT_TEST_PG_URL": "postgresql+psycopg://postgres@127.0.0.1/test",
+        "MAILSUPPORT_CORPUS": str(tmp_path),
+        "MAILSUPPORTX": "not ours",
+    }
+    assert build_config({}, env=env).relay.secret() == "relay"
+
+
+def test_the_environment_is_checked_when_a_file_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "mailsupport.toml"
+    path.write_text("[smtp]\nport = 2525\n")
+    monkeypatch.setenv("MAILSUPPORT_SMTP_PROT", "25")
+    with pytest.raises(ConfigError, match=r"^Unknown environment variable MAILSUPPORT_SMTP_PROT "):
+        load_config(path)

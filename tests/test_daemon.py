@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import smtplib
 import socket
@@ -249,3 +250,46 @@ def test_a_start_that_fails_stops_what_it_had_started(sqlite_url: str) -> None:
     assert multiprocessing.active_children() == []
     left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
     assert left == []
+
+
+def test_a_database_locked_by_another_process_is_one_warning_then_one_info(
+    sqlite_url: str, relay: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
+
+    caplog.set_level(logging.INFO, logger="mailsupport")
+    data = config_data(
+        sqlite_url,
+        database={"busy_timeout": 0.3},
+        relay={"port": relay.port},
+        outbound={"send_interval": 0.05},  # fires several times during each wait for the lock
+    )
+    daemon = Daemon(build_config(data, env={}), worker_processes=False)
+    daemon.start()
+    fired: list[int] = []
+    try:
+        assert daemon._scheduler is not None and daemon.smtp_address is not None
+        daemon._scheduler.add_listener(
+            lambda event: fired.append(event.code) if event.job_id == "outbox" else None,
+            EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,
+        )
+        blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            # Long enough for several sweeps to give up on the lock, each after 0.3 s.
+            wait_for(lambda: len(fired) >= 40, timeout=60)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+            client.sendmail("carol@customer.test", ["support@example.com"], make_mail())
+        wait_for(lambda: relay.to("carol@customer.test"), timeout=30)  # the acknowledgement
+    finally:
+        daemon.stop()
+    assert EVENT_JOB_MAX_INSTANCES not in fired and EVENT_JOB_ERROR not in fired
+    loud = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, loud
+    assert loud[0][0] == "mailsupport.daemon"
+    assert "outbox: the database is locked by another connection (database is locked)" in loud[0][1]
+    freed = [m for m in caplog.messages if "outbox: the database is free again" in m]
+    assert len(freed) == 1

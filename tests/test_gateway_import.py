@@ -233,3 +233,145 @@ def test_deliver_with_a_null_envelope_sender_and_no_from_is_quarantined(config_f
     listed = json.loads(run_cli(config_file, "quarantine", "list", "--json").stdout)
     assert len(listed) == 2
     assert json.loads(run_cli(config_file, "tickets", "list", "--json").stdout) == []
+
+
+# What `deliver` must not load: each costs the MTA's pipe a share of a second per mail.
+_HEAVY = ("sqlalchemy", "alembic", "mailparser", "jinja2", "apscheduler", "aiosmtpd", "logging")
+_REPORT_LOADED = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('loaded:', sorted({m.split('.')[0] for m in sys.modules}"
+    f" & set({_HEAVY!r})), file=sys.stderr))\n"
+    "from mailsupport.cli.main import main\n"
+    "main()\n"
+)
+
+
+def _run_reporting_imports(config_file: str, *args: str, stdin: bytes = b"") -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", _REPORT_LOADED, "-c", config_file, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.decode().splitlines() if line.startswith("loaded:")]
+
+
+def test_deliver_stores_into_sqlite_without_loading_the_database_layer(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    config_file = _upgraded_config(tmp_path, sqlite_url)
+    raw = make_mail(message_id="<light@customer.test>")
+    args = ("deliver", "--no-process", "-f", "carol@customer.test", "-r", "Support@Example.com")
+    assert _run_reporting_imports(config_file, *args, stdin=raw) == ["loaded: []"]
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        rows = db.execute(
+            "SELECT message_id, envelope_from, envelope_to, state, raw FROM inbound"
+            " JOIN inbound_raw ON inbound_raw.inbound_id = inbound.id"
+        ).fetchall()
+    assert rows == [
+        ("light@customer.test", "carol@customer.test", '["support@example.com"]', "pending", raw)
+    ]
+
+
+def test_commands_on_a_current_database_do_not_load_alembic(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    config_file = _upgraded_config(tmp_path, sqlite_url)
+    code = _REPORT_LOADED.replace(f"set({_HEAVY!r})", "{'alembic'}")
+    result = subprocess.run(
+        [sys.executable, "-c", code, "-c", config_file, "tickets", "list"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stderr.decode()
+
+
+def _rows(url: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        db.row_factory = None
+        inbound = db.execute("SELECT * FROM inbound ORDER BY id").fetchall()
+        raws = db.execute("SELECT * FROM inbound_raw ORDER BY inbound_id").fetchall()
+    return [*inbound, *raws]
+
+
+def test_the_sqlite_gateway_stores_exactly_what_the_inbox_does(tmp_path: Path) -> None:
+    """Every column as db.inbox.store_one writes it, a duplicate found as it finds one."""
+    from datetime import UTC, datetime
+
+    from mailsupport.app import open_app
+    from mailsupport.config import build_config
+    from mailsupport.db.inbox import RawMail, store_one
+    from mailsupport.db.sqlite_store import store_if_current
+
+    now = datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC)
+    mails = [
+        RawMail(make_mail(message_id="<a@customer.test>"), "gateway", "carol\x00@customer.test"),
+        RawMail(make_mail(), "gateway", None, ("support@example.com", "x@y.z")),
+        RawMail(make_mail(message_id="<a@customer.test>"), "gateway", "again@customer.test"),
+    ]
+    urls = [f"sqlite:///{tmp_path / name}" for name in ("orm.db", "sqlite3.db")]
+    for url in urls:
+        open_app(build_config({"database": {"url": url}}, env={}), migrate=True).close()
+    app = open_app(build_config({"database": {"url": urls[0]}}, env={}))
+    try:
+        for mail in mails:
+            with app.factory.begin() as session:
+                expected = store_one(session, mail, now)
+            assert store_if_current(urls[1], 5.0, mail, now) == expected
+    finally:
+        app.close()
+    assert _rows(urls[1]) == _rows(urls[0])
+    assert len(_rows(urls[0])) == 4  # two mails and their bytes; the third was a duplicate
+
+
+def test_the_sqlite_gateway_leaves_a_database_it_cannot_vouch_for_to_the_full_path(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from mailsupport.db.inbox import RawMail
+    from mailsupport.db.sqlite_store import store_if_current
+
+    mail, now = RawMail(make_mail(), "gateway"), datetime.now(UTC)
+    assert store_if_current(sqlite_url, 5.0, mail, now) is None  # no file yet
+    _upgraded_config(tmp_path, sqlite_url)
+    assert store_if_current(f"{sqlite_url}?mode=ro", 5.0, mail, now) is None  # only SQLAlchemy
+    set_schema_revision(sqlite_url, "0004")
+    assert store_if_current(sqlite_url, 5.0, mail, now) is None  # an upgrade is due
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        assert db.execute("SELECT count(*) FROM inbound").fetchone() == (0,)
+
+
+def test_deliver_into_a_current_sqlite_database_processes_the_mail_too(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    config_file = _upgraded_config(tmp_path, sqlite_url)
+    result = _deliver(config_file, make_mail(), "-f", "carol@customer.test")
+    assert result.returncode == 0, result.stderr
+    assert show_ticket(config_file, 1)["requester"] == "carol@customer.test"
+
+
+def test_a_relative_database_path_that_cannot_be_opened_names_the_directory(
+    tmp_path: Path,
+) -> None:
+    """An MTA runs the gateway in a directory of its own: the error must say which."""
+    data = config_data("sqlite:///missing/mailsupport.db")
+    config_file = str(write_config(tmp_path / "c.toml", data))
+    result = subprocess.run(
+        [sys.executable, "-m", "mailsupport", "-c", config_file, "deliver"],
+        input=make_mail(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 75
+    assert _one_line(result.stderr) == (
+        "mailsupport deliver: temporary failure: Cannot open the database "
+        f"sqlite:///missing/mailsupport.db (database.url, relative to {tmp_path}): "
+        "unable to open database file"
+    )

@@ -118,3 +118,10 @@ def _bounce_of(message_id: str) -> bytes:
         f"\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{message_id}>\r\n"
         "\r\n--b--\r\n"
     ).encode()
+
+
+def test_the_schema_head_known_without_alembic_is_the_scripts_head() -> None:
+    from mailsupport.db.migrate import head_revision
+    from mailsupport.db.schema import HEAD
+
+    assert head_revision() == HEAD

@@ -1,4 +1,8 @@
-"""``mailsupport deliver`` (mail gateway) and ``mailsupport import mbox|maildir``."""
+"""``mailsupport deliver`` (mail gateway) and ``mailsupport import mbox|maildir``.
+
+The MTA runs ``deliver`` once for every mail, so what this module imports is paid per mail:
+the pipeline and the importer are imported only by what uses them.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,10 @@ from typing import NoReturn
 import click
 
 from mailsupport.cli.context import CliContext, pass_context
+from mailsupport.clock import SystemClock
 from mailsupport.errors import MailsupportError, first_line
 from mailsupport.intake.gateway import EX_OK, EX_TEMPFAIL
 from mailsupport.intake.gateway import deliver as deliver_mail
-from mailsupport.intake.importer import ImportStats, import_messages, iter_raw, open_mailbox
-from mailsupport.pipeline.runner import Pipeline
 
 
 def _temporary_failure(what: str) -> NoReturn:
@@ -59,8 +62,9 @@ def deliver(
     try:
         raw = sys.stdin.buffer.read()
         stored = deliver_mail(
-            ctx.app.factory,
-            ctx.app.clock,
+            ctx.config,
+            lambda: ctx.app.factory,
+            SystemClock(),
             raw,
             envelope_from=envelope_from,
             recipients=recipients,
@@ -72,6 +76,8 @@ def deliver(
     if not no_process and not stored.duplicate:
         # The message is safe already; a processing failure quarantines it, never fails delivery.
         try:
+            from mailsupport.pipeline.runner import Pipeline  # noqa: PLC0415
+
             Pipeline(ctx.app.factory, ctx.config, ctx.app.clock).process_one(stored.inbound_id)
         except Exception as exc:
             click.echo(f"mailsupport deliver: stored; processing deferred: {exc}", err=True)
@@ -84,6 +90,14 @@ def import_group() -> None:
 
 
 def _run_import(ctx: CliContext, kind: str, path: str, no_process: bool) -> None:
+    from mailsupport.intake.importer import (  # noqa: PLC0415
+        ImportStats,
+        import_messages,
+        iter_raw,
+        open_mailbox,
+    )
+    from mailsupport.pipeline.runner import Pipeline  # noqa: PLC0415
+
     box = open_mailbox(kind, Path(path))
     total = len(box)
     stats = ImportStats()

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mailsupport.core.message import MailKind, ParsedMessage, Screening
+from mailsupport.core.nullsender import is_null_sender
 from mailsupport.core.outmail import is_our_message_id
 
 # Strongest first: a bounce of a list mail is a bounce, an abuse report quoting an
@@ -93,10 +94,6 @@ _SMTP_ERROR = re.compile(
 )
 _REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w.-]+)", re.IGNORECASE)
 _SUPPRESS_TOKENS = frozenset({"all", "autoreply", "oof"})
-# How the null return path <> is written where it cannot be empty: Postfix's pipe(8) passes it
-# to a command as ${sender} = "MAILER-DAEMON" (unless null_sender= says otherwise), and some
-# MTAs write it so in Return-Path.
-_NULL_SENDERS = frozenset({"", "mailer-daemon"})
 # rspamd's actions that mean spam; "greylist" and "soft reject" only delay the mail.
 _RSPAMD_SPAM_ACTIONS = frozenset({"reject", "add header", "rewrite subject"})
 _RSPAMD_REJECT = re.compile(r"default:\s*true\b", re.IGNORECASE)
@@ -110,11 +107,6 @@ class _Evidence:
 
     kind: MailKind
     reason: str
-
-
-def is_null_sender(address: str | None) -> bool:
-    """Whether an envelope sender or Return-Path is the null path ``<>`` (None: not known)."""
-    return address is not None and address.strip().strip("<>").strip().lower() in _NULL_SENDERS
 
 
 def screen(

@@ -8,7 +8,6 @@ for the lock up front instead of failing half-way through when upgrading a read 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailsupport.db.sqlite_conn import begin_immediate, configure, is_busy_error
 from mailsupport.errors import first_line
 
 READ_ONLY = {"mailsupport_read_only": True}
@@ -87,14 +87,12 @@ def _sqlite_engine(
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        cursor.close()
+        configure(
+            dbapi_conn,
+            synchronous=synchronous,
+            checkpoint_pages=checkpoint_pages,
+            busy_timeout=busy_timeout,
+        )
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -108,35 +106,19 @@ def _sqlite_engine(
     return engine
 
 
-# SQLite's own busy handler sleeps in steps that grow to 100 ms, so a writer queued behind a
-# transaction of a few milliseconds often sleeps far longer than the lock is held; under load
-# that halves acceptance. Writers therefore poll for the lock themselves, in short steps.
-_FIRST_WAIT = 0.0002  # seconds
-_LONGEST_WAIT = 0.002
-
-
 def _begin_immediate(dbapi_conn: sqlite3.Connection, busy_timeout: float) -> None:
     """Take the write lock, waiting at most ``busy_timeout`` seconds for it."""
-    deadline = time.monotonic() + busy_timeout
-    wait = _FIRST_WAIT
-    dbapi_conn.execute("PRAGMA busy_timeout=0")
     try:
-        while True:
-            try:
-                dbapi_conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() + wait > deadline:
-                    # As SQLAlchemy would have raised it, for callers that catch its errors.
-                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
-            time.sleep(wait)
-            wait = min(wait * 2, _LONGEST_WAIT)
-    finally:
-        dbapi_conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        begin_immediate(dbapi_conn, busy_timeout)
+    except sqlite3.OperationalError as exc:
+        # As SQLAlchemy would have raised it, for callers that catch its errors.
+        raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says another connection held SQLite's lock for longer than we waited."""
+    original = exc.orig if isinstance(exc, OperationalError) else exc
+    return isinstance(original, sqlite3.OperationalError) and is_busy_error(original)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

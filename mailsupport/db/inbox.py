@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from mailsupport.core.dedupe import DedupeKey, dedupe_key
 from mailsupport.core.limits import CONTROL
 from mailsupport.db.models import Disposition, Inbound, InboundRaw, InboundState, table_of
+from mailsupport.db.rawmail import RawMail, Stored
 from mailsupport.db.upsert import prepared_insert_ignoring_conflict
+
+# RawMail and Stored live where the mail gateway can have them without SQLAlchemy.
+__all__ = ["RawMail", "Share", "Stored", "pending_ids", "store_many", "store_one"]
 
 _INBOUND = table_of(Inbound)
 _INSERT_RAW = insert(table_of(InboundRaw))
@@ -23,29 +25,6 @@ _UNIQUE_KEY = ("dedupe_key",)
 _STORED_KEYS = select(_INBOUND.c.dedupe_key, _INBOUND.c.id).where(
     _INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True))
 )
-
-
-@dataclass(frozen=True)
-class RawMail:
-    """A message as a channel received it."""
-
-    raw: bytes
-    channel: str
-    envelope_from: str | None = None
-    envelope_to: tuple[str, ...] = field(default_factory=tuple)
-    queue: str | None = None  # the queue new tickets go to, when the channel decides it
-
-    @cached_property
-    def key(self) -> DedupeKey:
-        """Its dedupe key: a channel that reads it before storing keeps the hashing out of the
-        write transaction."""
-        return dedupe_key(self.raw)
-
-
-@dataclass(frozen=True)
-class Stored:
-    inbound_id: int
-    duplicate: bool
 
 
 def store_many(session: Session, mails: Sequence[RawMail], now: datetime) -> list[Stored]:

@@ -11,7 +11,8 @@ from typing import Any
 
 from mailsupport.config import Config
 from mailsupport.core.message import ParsedMessage, Screening
-from mailsupport.core.screen import is_null_sender, screen
+from mailsupport.core.nullsender import is_null_sender
+from mailsupport.core.screen import screen
 
 
 def screen_message(parsed: ParsedMessage, envelope_from: str | None, config: Config) -> Screening:
