@@ -277,6 +277,49 @@ def test_refused_command_gets_a_transcript(staff_app: App, relay: Sink) -> None:
     )
 
 
+def _time_entries(app: App) -> list[int]:
+    with app.factory() as session:
+        return list(session.execute(select(TimeEntry.minutes)).scalars())
+
+
+def test_a_refused_command_applies_none_of_the_mail(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    body = "#status resolved\n#time 1h30m\n#frobnicate\n\nHello Carol, fixed."
+    outcome = reply(staff_app, signed(staff_app, 1, ALICE), body)
+    assert "none applied" in outcome.detail
+    data = ticket_json(staff_app, 1)
+    assert data["status"] == "new"
+    assert _time_entries(staff_app) == []
+    assert [e.kind for e in events(staff_app, "status")] == []
+    send(staff_app)
+    assert len(relay.to(CUSTOMER)) == 1  # the acknowledgement only: no notice, no reply
+    transcript = relay.to(ALICE)[-1].message
+    assert transcript["Subject"].startswith("[ACME #1] Commands not applied")
+    text = transcript.get_body(("plain",)).get_content()
+    assert "none of its commands was applied and nothing was sent to the customer" in text
+    assert "REFUSED    #frobnicate: unknown command" in text
+    assert "could run  #status resolved" in text and "status resolved:" not in text
+    # The corrected mail is a new message: each of its commands is carried out once.
+    fixed = "#status resolved\n#time 1h30m\n\nHello Carol, fixed."
+    assert "relayed" in reply(staff_app, signed(staff_app, 1, ALICE), fixed).detail
+    assert ticket_json(staff_app, 1)["status"] == "resolved"
+    assert _time_entries(staff_app) == [90]
+    send(staff_app)
+    notices = [r for r in relay.to(CUSTOMER) if r.message["Auto-Submitted"] == "auto-replied"]
+    assert len(notices) == 2 and len(customer_copies(relay)) == 1
+
+
+def test_a_command_refused_when_run_undoes_those_before_it(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    with staff_app.factory.begin() as session:
+        get_or_create_queue(session, "sales")
+    body = "#take\n#queue sales\n#priority urgent\n#assign nobody\n\nOn it."
+    reply(staff_app, signed(staff_app, 1, ALICE), body)
+    data = ticket_json(staff_app, 1)
+    assert (data["assignee"], data["queue"], data["priority"]) == (None, "support", "normal")
+    assert events(staff_app, "assignee") == events(staff_app, "queue") == []
+
+
 # --- forgeries -------------------------------------------------------------------------------
 
 
@@ -453,3 +496,105 @@ def test_full_loop_through_the_listener(db_url: str, relay: Sink) -> None:
         assert ALICE.encode() not in copy.data
     finally:
         daemon.stop()
+
+
+# --- scenarios through the daemon: a real listener, the relay a sink -----------------------------
+
+
+@pytest.fixture
+def staff_daemon(db_url: str, relay: Sink) -> Iterator[Daemon]:
+    config = operator_config(db_url, relay, outbound={"send_interval": 0.2})
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    try:
+        assert daemon.app is not None
+        add_staff(daemon.app)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _app(daemon: Daemon) -> App:
+    assert daemon.app is not None
+    return daemon.app
+
+
+def _submit(daemon: Daemon, sender: str, recipients: list[str], raw: bytes) -> None:
+    assert daemon.smtp_address is not None
+    with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+        client.sendmail(sender, recipients, raw)
+
+
+def _processed(daemon: Daemon, count: int) -> None:
+    """Wait until ``count`` stored mails have been through the pipeline."""
+    from mailsupport.db.models import Inbound, InboundState
+
+    def done() -> bool:
+        with _app(daemon).factory() as session:
+            states = session.execute(select(Inbound.state)).scalars().all()
+        return sum(state != InboundState.PENDING for state in states) >= count
+
+    wait_for(done, timeout=30)
+
+
+def _answer(daemon: Daemon, to: Received, body: str, *, sender: str, **kw: Any) -> None:
+    """Reply to a caught mail as a mail client does: to its Reply-To, threaded under it."""
+    caught = to.message
+    reply_to = parseaddr(caught["Reply-To"])[1]
+    raw = make_mail(
+        sender=sender,
+        to=reply_to,
+        subject=f"Re: {caught['Subject']}",
+        body=body,
+        in_reply_to=caught["Message-ID"],
+        references=caught["Message-ID"],
+        **kw,
+    )
+    _submit(daemon, parseaddr(sender)[1], [reply_to], raw)
+
+
+def _outbox_kinds(daemon: Daemon) -> list[str]:
+    from mailsupport.db.models import Outbox
+
+    with _app(daemon).factory() as session:
+        return list(session.execute(select(Outbox.kind).order_by(Outbox.id)).scalars())
+
+
+def test_daemon_a_mail_with_a_refused_command_changes_nothing_until_resent(
+    staff_daemon: Daemon, relay: Sink
+) -> None:
+    _submit(staff_daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    _answer(
+        staff_daemon,
+        notification,
+        "#status resolved\n#time 1h30m\n#frobnicate\n\nAll fixed, Carol.",
+        sender="Alice <alice@example.com>",
+    )
+    transcript = wait_for(lambda: relay.to(ALICE)[1:], timeout=30)[0]
+    text = transcript.message.get_body(("plain",)).get_content()
+    assert "none of its commands was applied and nothing was sent to the customer" in text
+    assert "REFUSED    #frobnicate: unknown command" in text
+    app = _app(staff_daemon)
+    assert ticket_json(app, 1)["status"] == "new"
+    assert _time_entries(app) == []
+    # Queued in the transaction that queued the transcript, were it queued at all.
+    assert _outbox_kinds(staff_daemon) == [
+        "acknowledgement",
+        "operator_new_ticket",
+        "operator_new_ticket",
+        "operator_transcript",
+    ]
+    _answer(
+        staff_daemon,
+        transcript,
+        "#status resolved\n#time 1h30m\n\nAll fixed, Carol.",
+        sender="Alice <alice@example.com>",
+    )
+    wait_for(lambda: customer_copies(relay) and len(relay.to(CUSTOMER)) >= 3, timeout=30)
+    assert ticket_json(app, 1)["status"] == "resolved"
+    assert _time_entries(app) == [90]
+    kinds = _outbox_kinds(staff_daemon)
+    assert kinds.count("status") == 1 and kinds.count("reply") == 1
+    [relayed] = customer_copies(relay)
+    assert relayed.message.get_body(("plain",)).get_content().strip() == "All fixed, Carol."
