@@ -16,14 +16,14 @@ from mailsupport.config import Config, build_config
 from mailsupport.core.replyaddr import reply_address
 from mailsupport.daemon import Daemon
 from mailsupport.db.models import Event, Operator, TimeEntry
-from mailsupport.domain.operators import add_operator, join_queue
+from mailsupport.domain.operators import add_address, add_operator, join_queue
 from mailsupport.domain.settings import server_secret
 from mailsupport.domain.tickets import get_or_create_queue
 from mailsupport.outbound.sender import OutboxSender
 
 from _fixtures import config_data
 from sink import Received, Sink
-from support import ingest, make_mail, ticket_json, wait_for
+from support import inbound, ingest, make_mail, ticket_json, wait_for
 
 CUSTOMER = "carol@customer.test"
 CUSTOMER_ID = "<problem@customer.test>"
@@ -158,6 +158,30 @@ def test_reply_is_relayed_without_quote_or_operator_address(
     assert message["Subject"] == "Re: [ACME #1] Printer on floor 3 is jammed"
     assert message["In-Reply-To"] and CUSTOMER_ID in message["References"]
     assert ticket_json(staff_app, 1)["first_response_at"] is not None
+
+
+def test_a_signature_naming_the_operators_addresses_is_relayed_without_them(
+    staff_app: App, relay: Sink
+) -> None:
+    with staff_app.factory.begin() as session:
+        alice = session.execute(select(Operator).where(Operator.email == ALICE)).scalar_one()
+        add_address(session, alice, "alice@phone.example.net")
+    open_ticket(staff_app, relay)
+    body = (
+        "Please switch it off and on again.\n\n--\nAlice Smith, ACME\n"
+        "Alice@Example.com | mailto:alice@example.com | <alice+work@example.com>\n"
+        "mobile: alice@phone.example.net\n"
+    )
+    reply(staff_app, signed(staff_app, 1, ALICE), body)
+    send(staff_app)
+    [copy] = customer_copies(relay)
+    text = copy.message.get_body(("plain",)).get_content()
+    assert b"alice@" not in copy.data.lower() and b"alice+work@" not in copy.data.lower()
+    assert "support@example.com | mailto:support@example.com | <support@example.com>" in text
+    assert "mobile: support@example.com" in text and "Alice Smith, ACME" in text
+    # The operator's own copy on the ticket keeps what they wrote.
+    [own] = [m for m in inbound(ticket_json(staff_app, 1)) if m["internal"]]
+    assert "mailto:alice@example.com" in own["text"]
 
 
 def test_reply_with_attachment_and_participants(staff_app: App, relay: Sink) -> None:
