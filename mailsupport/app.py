@@ -15,9 +15,11 @@ from mailsupport.db.engine import (
     is_sqlite,
     make_engine,
     make_sessionmaker,
+    read_session,
     shown_url,
 )
 from mailsupport.db.migrate import check_known, current_revision, head_revision, upgrade
+from mailsupport.domain.queues import create_configured_queues, missing_queues
 from mailsupport.errors import ConfigError, StorageError, first_line
 
 
@@ -106,3 +108,13 @@ def _check_schema(app: App, *, migrate: bool) -> None:
         f"The database schema is at {current or 'nothing'}, this version needs "
         f"{head_revision()}: run `mailsupport db upgrade`."
     )
+
+
+
+def prepare_queues(app: App) -> None:
+    """Make the queues the configuration names; when they all exist, this only reads."""
+    with read_session(app.factory) as session:
+        missing = missing_queues(session, app.config)
+    if missing:
+        with app.factory.begin() as session:
+            create_configured_queues(session, app.config)

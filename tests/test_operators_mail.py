@@ -248,6 +248,20 @@ def test_take_queue_and_close(staff_app: App, relay: Sink) -> None:
     assert len(closed) == 2  # acknowledgement + closed notice
 
 
+def test_queue_command_names_a_configured_queue_no_mail_was_routed_to(
+    staff_app: App, relay: Sink
+) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(staff_app, signed(staff_app, 1, ALICE), "#queue sales")
+    assert "nothing to relay" in outcome.detail, outcome.detail
+    assert ticket_json(staff_app, 1)["queue"] == "sales"
+    reply(staff_app, signed(staff_app, 1, ALICE), "#queue no-such-typo")
+    send(staff_app)
+    assert "No such queue: no-such-typo" in relay.to(ALICE)[-1].message.get_body(
+        ("plain",)
+    ).get_content()
+
+
 def test_note_never_reaches_the_customer(staff_app: App, relay: Sink) -> None:
     open_ticket(staff_app, relay)
     outcome = reply(
@@ -622,3 +636,16 @@ def test_daemon_a_mail_with_a_refused_command_changes_nothing_until_resent(
     assert kinds.count("status") == 1 and kinds.count("reply") == 1
     [relayed] = customer_copies(relay)
     assert relayed.message.get_body(("plain",)).get_content().strip() == "All fixed, Carol."
+
+
+def test_daemon_start_makes_the_configured_queues(staff_daemon: Daemon, relay: Sink) -> None:
+    from mailsupport.db.models import Queue
+
+    with _app(staff_daemon).factory() as session:
+        assert sorted(session.execute(select(Queue.name)).scalars()) == ["sales", "support"]
+    _submit(staff_daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    _answer(staff_daemon, notification, "#queue sales\n#take", sender=ALICE)
+    _processed(staff_daemon, 2)
+    data = ticket_json(_app(staff_daemon), 1)
+    assert (data["queue"], data["assignee"]) == ("sales", ALICE)

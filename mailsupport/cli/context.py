@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from mailsupport.app import App, open_app
 from mailsupport.config import Config, load_config
 from mailsupport.db.engine import read_session
+from mailsupport.domain.queues import create_configured_queues
 from mailsupport.outbound.notify import Notifier
 
 
@@ -36,8 +37,13 @@ class CliContext:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """The command's one session; its notifications queued, then committed, on success."""
+        """The command's one session; its notifications queued, then committed, on success.
+
+        The queues the configuration names are made first, if missing (a read when they are
+        not), so that a command can use them before any mail was routed to them.
+        """
         with self.app.factory.begin() as session:
+            create_configured_queues(session, self.config)
             yield session
             self.notifier.flush(session)
 

@@ -33,6 +33,7 @@ from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import Share, pending_ids
 from mailsupport.db.models import Inbound, InboundRaw, InboundState, Ticket, table_of
 from mailsupport.domain.actors import contact_actor
+from mailsupport.domain.queues import create_configured_queues
 from mailsupport.domain.tickets import record_event
 from mailsupport.errors import MessageParseError, first_line
 from mailsupport.outbound.notify import Notifier
@@ -162,6 +163,9 @@ class Pipeline:
         self.clock = clock
         self.notifier = notifier or Notifier(config, clock)
         self.staff = self.notifier.staff
+        # Whether the configured queues are known to exist: a ``#queue`` command may name one
+        # no mail was routed to yet.
+        self._queues_ready = False
 
     def process_pending(self, limit: int | None = None, share: Share | None = None) -> int:
         """Process the backlog in arrival order; returns how many messages were handled.
@@ -258,6 +262,8 @@ class Pipeline:
         now = self.clock.now()
         applied: list[tuple[_Ready, Outcome]] = []
         with self.factory.begin() as session:
+            if not self._queues_ready:
+                create_configured_queues(session, self.config)
             claimed = _claim(session, [ready.loaded.inbound_id for ready in batch])
             load_senders(session, [r.parsed for r in batch if r.loaded.inbound_id in claimed])
             finished: list[dict[str, Any]] = []
@@ -268,6 +274,7 @@ class Pipeline:
                     finished.append(marks)
             if finished:
                 session.execute(_FINISH, finished)
+        self._queues_ready = True
         for ready, outcome in applied:
             log.info(
                 "message %s (inbound %s): %s",
