@@ -38,6 +38,7 @@ from mailsupport.db.models import (
 )
 from mailsupport.db.upsert import insert_ignoring_conflict, prepared_insert_ignoring_conflict
 from mailsupport.domain.actors import operator_actor
+from mailsupport.domain.operators import operator_emails
 from mailsupport.errors import InvalidValueError, NotFoundError
 
 TICKET_COUNTER = "ticket"
@@ -369,7 +370,13 @@ def is_participant(session: Session, ticket_id: int, email: str) -> bool:
 def add_participant(
     session: Session, ticket: Ticket, contact: Contact, *, role: str, actor: str, now: datetime
 ) -> bool:
-    """Add a contact to the ticket; False when they already take part."""
+    """Add a contact to the ticket; False when they already take part, or may not.
+
+    An operator's address (any of an operator's, active or not) never takes part as a
+    customer: it would get the ticket's customer mail, and mail from it proves nothing.
+    """
+    if contact.email in operator_emails(session):
+        return False
     statement = prepared_insert_ignoring_conflict(session, _PARTICIPANTS, _ONE_PER_TICKET)
     values = {"ticket_id": ticket.id, "contact_id": contact.id, "role": role, "added_at": now}
     if session.execute(statement, values).first() is None:

@@ -29,13 +29,12 @@ from mailsupport.clock import Clock
 from mailsupport.config import Config
 from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
+from mailsupport.core.threads import Action
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import Share, pending_ids
 from mailsupport.db.models import Inbound, InboundRaw, InboundState, Ticket, table_of
-from mailsupport.domain.actors import contact_actor
 from mailsupport.domain.queues import create_configured_queues
-from mailsupport.domain.tickets import record_event
-from mailsupport.errors import MessageParseError, first_line
+from mailsupport.errors import HeldMessageError, MessageParseError, first_line
 from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
 from mailsupport.pipeline.bounce import link_bounce
@@ -252,6 +251,8 @@ class Pipeline:
             return self._transient_failure(inbound_id, exc)
         except MessageParseError as exc:
             return self.quarantine(inbound_id, f"unusable: {exc}")
+        except HeldMessageError as exc:
+            return self.quarantine(inbound_id, f"held for review: {exc}")
         except Exception as exc:
             log.exception("message %s (inbound %s) failed", _named(ready.parsed), inbound_id)
             return self.quarantine(inbound_id, _describe(exc))
@@ -308,13 +309,15 @@ class Pipeline:
         """Decide where the message goes and apply it; returns the ticket and what was done."""
         people = identify(session, incoming.parsed, self.config, now)
         claim = prove_operator(session, incoming, people, self.config)
-        if claim is not None and claim.operator is not None:
+        if claim is not None:
             routed = route_operator_mail(
-                session, incoming, claim, self.config, self.staff, now, raw
+                session, incoming, claim, people, self.config, self.staff, now, raw
             )
             if routed is not None:
                 return routed
         decision = thread(session, incoming, people, self.config)
+        if claim is not None and decision.action is not Action.NO_TICKET:
+            raise HeldMessageError(_claim_without_ticket(claim))
         ticket = apply(
             session,
             incoming=incoming,
@@ -323,8 +326,6 @@ class Pipeline:
             config=self.config,
             now=now,
         )
-        if claim is not None and claim.operator is None:
-            _not_proven(session, incoming, ticket, claim, now)
         if incoming.screening.kind is MailKind.BOUNCE:
             return ticket, link_bounce(session, incoming, raw, self.config, now)
         return ticket, f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
@@ -355,24 +356,14 @@ class Pipeline:
         return Outcome(inbound_id, InboundState.QUARANTINED, reason)
 
 
-def _not_proven(
-    session: Session, incoming: Incoming, ticket: Ticket | None, claim: Claim, now: datetime
-) -> None:
-    """Mail from an operator's address without proof: logged, and recorded on its ticket."""
-    log.warning(
-        "message %s not trusted as an operator's: %s", _named(incoming.parsed), claim.evidence
-    )
-    if ticket is not None:
-        sender = incoming.parsed.from_.email if incoming.parsed.from_ else ""
-        record_event(
-            session,
-            ticket,
-            actor=contact_actor(sender),
-            kind="operator_unverified",
-            now=now,
-            new=sender,
-            data={"reason": claim.evidence, "message_id": incoming.parsed.message_id},
+def _claim_without_ticket(claim: Claim) -> str:
+    """Why mail claiming an operator that names no ticket opens none."""
+    if claim.operator is not None:
+        return (
+            f"mail from operator {claim.operator.email} names no ticket and forwards no "
+            "customer's mail; an operator is never a ticket's customer"
         )
+    return f"names no ticket, and is not trusted as an operator's: {claim.evidence}"
 
 
 def _named(parsed: ParsedMessage) -> str:
