@@ -514,6 +514,22 @@ def test_answering_an_operators_notification_at_the_support_address_joins_nothin
     assert _participants(staff_app) == [CUSTOMER, "dave@customer.test"]
 
 
+def test_a_stranger_writing_to_the_comment_address_is_kept_internal(
+    staff_app: App, relay: Sink
+) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(
+        staff_app,
+        "support-comment@example.com",
+        "Internal: refund them.",
+        sender="mallory@evil.test",
+        in_reply_to=CUSTOMER_ID,
+    )
+    assert "kept internal" in outcome.detail and "comment address" in outcome.detail
+    assert _participants(staff_app) == [CUSTOMER]
+    assert inbound(ticket_json(staff_app, 1))[-1]["internal"] is True
+
+
 def test_an_operator_using_a_colleagues_token_stays_internal(staff_app: App, relay: Sink) -> None:
     notification = open_ticket(staff_app, relay)
     quoted = "".join(

@@ -4,7 +4,8 @@ A From header proves nothing (invariant 6). Mail counts as an operator's only wh
 from one of their addresses AND arrives at the reply address we signed for that operator and
 ticket, or carries our MTA's Authentication-Results with a DKIM/DMARC pass for the From domain.
 Anything else from an operator's address (an inactive operator's too), and anything sent to an
-operator's reply address by someone it was not signed for, fails: such mail runs nothing,
+operator's reply address by someone it was not signed for, to the comment address or in answer
+to a mail only operators were sent, by anyone but an operator, fails: such mail runs nothing,
 relays nothing and is never a customer's (``pipeline.unproven``), and the refusal is recorded
 with its reason.
 """
@@ -69,11 +70,18 @@ def prove_operator(
     if sender is None or sender.email not in people.operator_addresses:
         if targets:
             return Claim(None, named, "an operator's reply address, used by someone who is not one")
+        if _to_comment_address(incoming, config):
+            return Claim(None, None, "the comment address, used by someone who is not an operator")
         return _answering_operators_mail(session, incoming)
     operator = operator_by_address(session, sender.email)
     if operator is None:
         return Claim(None, named, "the address of an inactive operator")
     return _proof(session, incoming, operator, sender.email, targets, config)
+
+
+def _to_comment_address(incoming: Incoming, config: Config) -> bool:
+    address = config.support.comment_address
+    return bool(address) and address in set(_recipients(incoming))
 
 
 def _answering_operators_mail(session: Session, incoming: Incoming) -> Claim | None:
@@ -93,9 +101,7 @@ def _proof(
     config: Config,
 ) -> Claim:
     """What mail from ``address``, one of ``operator``'s, proves: a signed address, or DKIM."""
-    comment = bool(config.support.comment_address) and config.support.comment_address in set(
-        _recipients(incoming)
-    )
+    comment = _to_comment_address(incoming, config)
     secret = server_secret(session, config)
     for target in targets:
         if token_matches(target, operator.id, secret):
