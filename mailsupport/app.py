@@ -16,10 +16,12 @@ from mailsupport.db.engine import (
     is_sqlite,
     make_engine,
     make_sessionmaker,
+    read_session,
     shown_url,
 )
 from mailsupport.db.schema import HEAD, REVISIONS_QUERY
 from mailsupport.db.sqlite_conn import url_key
+from mailsupport.domain.queues import create_configured_queues, missing_queues
 from mailsupport.errors import ConfigError, StorageError, first_line
 
 
@@ -131,3 +133,11 @@ def _at_head(engine: Engine) -> bool:
         except DBAPIError:
             return False  # no version table yet: the full check says what to do
     return list(revisions) == [HEAD]
+
+def prepare_queues(app: App) -> None:
+    """Make the queues the configuration names; when they all exist, this only reads."""
+    with read_session(app.factory) as session:
+        missing = missing_queues(session, app.config)
+    if missing:
+        with app.factory.begin() as session:
+            create_configured_queues(session, app.config)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import OperationalError
 
-from mailsupport.app import App, open_app
+from mailsupport.app import App, open_app, prepare_queues
 from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.engine import checkpoint, driver_message, is_busy, is_sqlite
@@ -144,6 +144,7 @@ class Daemon:
 
     def _start_all(self) -> None:
         self.app = open_app(self.config, clock=self.clock, migrate=True, auto_checkpoint=False)
+        prepare_queues(self.app)
         self._workers.start()
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)
         self._writer.start()

@@ -38,3 +38,7 @@ class StorageError(MailsupportError):
 
 class MailboxError(MailsupportError):
     """An IMAP mailbox cannot be reached or used; the message names the account and why."""
+
+
+class HeldMessageError(MailsupportError):
+    """A message the pipeline must not act on by itself: quarantined, the message says why."""

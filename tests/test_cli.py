@@ -30,13 +30,104 @@ def with_ticket(app: App, config_file: str) -> str:
 def test_operators_add_and_list(config_file: str) -> None:
     result = run_cli(config_file, "operators", "add", "Alice@Example.com", "--name", "Alice")
     assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        "Added operator Alice <alice@example.com> in queue support "
+        "(the default queue; --queue chooses others)"
+    )
     listed = json.loads(run_cli(config_file, "operators", "list", "--json").stdout)
     assert listed == [
-        {"email": "alice@example.com", "name": "Alice", "active": True, "queues": [], "addresses": []}
+        {
+            "email": "alice@example.com",
+            "name": "Alice",
+            "active": True,
+            "queues": ["support"],
+            "addresses": [],
+        }
     ]
     again = run_cli(config_file, "operators", "add", "alice@example.com", "--name", "Alice")
     assert again.exit_code == 1
     assert again.output.strip() == "Operator already exists: alice@example.com"
+
+
+def _queues_of(config_file: str, email: str) -> list[str]:
+    listed = json.loads(run_cli(config_file, "operators", "list", "--json").stdout)
+    return next(o["queues"] for o in listed if o["email"] == email)
+
+
+def test_configured_queues_exist_before_any_mail(tmp_path: Path, sqlite_url: str) -> None:
+    data = config_data(sqlite_url, support={"default_queue": "helpdesk"})
+    data["imap"] = {"name": "main", "host": "imap.test", "username": "u", "queue": "billing"}
+    path = write_config(tmp_path / "c.toml", data)
+    path.write_text(path.read_text().replace("[imap]", "[[imap]]"))
+    config_file = str(path)
+    added = run_cli(config_file, "operators", "add", "bob@example.com", "--name", "Bob")
+    assert "in queue helpdesk (the default queue" in added.output
+    for queue in ("sales", "billing"):
+        result = run_cli(config_file, "operators", "queue", "add", "bob", queue)
+        assert (result.exit_code, result.output.strip()) == (0, f"bob@example.com works in {queue}")
+    assert _queues_of(config_file, "bob@example.com") == ["billing", "helpdesk", "sales"]
+
+
+def test_an_unknown_queue_is_refused_unless_created(config_file: str) -> None:
+    run_cli(config_file, "operators", "add", "bob@example.com", "--name", "Bob")
+    typo = run_cli(config_file, "operators", "queue", "add", "bob", "no-such-typo")
+    assert (typo.exit_code, typo.output.strip()) == (
+        1,
+        "No such queue: no-such-typo (queues: sales, support); --create makes a new one",
+    )
+    added = run_cli(
+        config_file, "operators", "add", "eve@example.com", "--name", "E", "--queue", "slaes"
+    )
+    assert (added.exit_code, added.output.strip()) == (
+        1,
+        "No such queue: slaes (queues: sales, support); --create makes a new one",
+    )
+    listed = json.loads(run_cli(config_file, "operators", "list", "--json").stdout)
+    assert [o["email"] for o in listed] == ["bob@example.com"]  # eve was not added
+    made = run_cli(config_file, "operators", "queue", "add", "bob", "Night-Shift", "--create")
+    assert (made.exit_code, made.output.strip()) == (0, "bob@example.com works in night-shift")
+    both = run_cli(
+        config_file,
+        "operators",
+        "add",
+        "eve@example.com",
+        "--name",
+        "E",
+        "--queue",
+        "vip",
+        "--queue",
+        "sales",
+        "--create",
+    )
+    assert both.output.strip() == "Added operator E <eve@example.com> in queues sales, vip"
+    assert _queues_of(config_file, "eve@example.com") == ["sales", "vip"]
+    bad = run_cli(config_file, "operators", "queue", "add", "bob", "two words", "--create")
+    assert bad.exit_code == 1 and bad.output.startswith("Not a queue name: 'two words'")
+
+
+def test_configured_queues_are_only_read_once_they_exist(tmp_path: Path, sqlite_url: str) -> None:
+    """Every command and every start checks them; that must not wait for the write lock."""
+    import sqlite3
+
+    from mailsupport.app import open_app, prepare_queues
+    from mailsupport.config import build_config
+    from mailsupport.db.models import Queue
+
+    config = build_config(config_data(sqlite_url, database={"busy_timeout": 0.2}), env={})
+    app = open_app(config, migrate=True)
+    try:
+        prepare_queues(app)
+        with app.factory() as session:
+            assert sorted(session.execute(select(Queue.name)).scalars()) == ["sales", "support"]
+        blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            prepare_queues(app)  # would time out waiting for the lock, were it to write
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    finally:
+        app.close()
 
 
 def test_assign_and_status(with_ticket: str) -> None:
@@ -160,7 +251,10 @@ def test_participants_add_and_remove(app: App, with_ticket: str) -> None:
     again = run_cli(with_ticket, "participants", "add", "1", "erin@customer.test")
     assert again.output == "Already on ticket #1: erin@customer.test\n"
     removed = run_cli(with_ticket, "participants", "remove", "1", "erin@customer.test")
-    assert (removed.exit_code, removed.output) == (0, "Removed from ticket #1: erin@customer.test\n")
+    assert (removed.exit_code, removed.output) == (
+        0,
+        "Removed from ticket #1: erin@customer.test\n",
+    )
     assert "erin@customer.test" not in people()
     with app.factory() as session:
         kinds = [
@@ -352,9 +446,7 @@ def test_serve_on_a_host_that_does_not_resolve_is_one_line(tmp_path: Path, sqlit
     assert lines[0].startswith("Cannot listen on no-such-host.invalid:2525 (smtp.host): "), stderr
 
 
-def test_serve_on_a_schema_newer_than_the_code_is_one_line(
-    tmp_path: Path, sqlite_url: str
-) -> None:
+def test_serve_on_a_schema_newer_than_the_code_is_one_line(tmp_path: Path, sqlite_url: str) -> None:
     config_file = str(write_config(tmp_path / "c.toml", config_data(sqlite_url)))
     assert run_cli(config_file, "db", "upgrade").exit_code == 0
     set_schema_revision(sqlite_url, "0099")
@@ -366,7 +458,9 @@ def test_serve_on_an_unreachable_database_is_one_line_without_the_password(
     tmp_path: Path,
 ) -> None:
     url = f"postgresql+psycopg://mailsupport:s3cret@127.0.0.1:{_free_port()}/mailsupport"
-    code, stderr = _serve_until_it_gives_up(str(write_config(tmp_path / "c.toml", config_data(url))))
+    code, stderr = _serve_until_it_gives_up(
+        str(write_config(tmp_path / "c.toml", config_data(url)))
+    )
     lines = _not_logged(stderr)
     assert code == 1
     assert len(lines) == 1 and "(database.url)" in lines[0], stderr

@@ -16,14 +16,14 @@ from mailsupport.config import Config, build_config
 from mailsupport.core.replyaddr import reply_address
 from mailsupport.daemon import Daemon
 from mailsupport.db.models import Event, Operator, TimeEntry
-from mailsupport.domain.operators import add_operator, join_queue
+from mailsupport.domain.operators import add_address, add_operator, join_queue, remove_operator
 from mailsupport.domain.settings import server_secret
 from mailsupport.domain.tickets import get_or_create_queue
 from mailsupport.outbound.sender import OutboxSender
 
 from _fixtures import config_data
 from sink import Received, Sink
-from support import ingest, make_mail, ticket_json, wait_for
+from support import inbound, ingest, make_mail, ticket_json, wait_for
 
 CUSTOMER = "carol@customer.test"
 CUSTOMER_ID = "<problem@customer.test>"
@@ -160,6 +160,30 @@ def test_reply_is_relayed_without_quote_or_operator_address(
     assert ticket_json(staff_app, 1)["first_response_at"] is not None
 
 
+def test_a_signature_naming_the_operators_addresses_is_relayed_without_them(
+    staff_app: App, relay: Sink
+) -> None:
+    with staff_app.factory.begin() as session:
+        alice = session.execute(select(Operator).where(Operator.email == ALICE)).scalar_one()
+        add_address(session, alice, "alice@phone.example.net")
+    open_ticket(staff_app, relay)
+    body = (
+        "Please switch it off and on again.\n\n--\nAlice Smith, ACME\n"
+        "Alice@Example.com | mailto:alice@example.com | <alice+work@example.com>\n"
+        "mobile: alice@phone.example.net\n"
+    )
+    reply(staff_app, signed(staff_app, 1, ALICE), body)
+    send(staff_app)
+    [copy] = customer_copies(relay)
+    text = copy.message.get_body(("plain",)).get_content()
+    assert b"alice@" not in copy.data.lower() and b"alice+work@" not in copy.data.lower()
+    assert "support@example.com | mailto:support@example.com | <support@example.com>" in text
+    assert "mobile: support@example.com" in text and "Alice Smith, ACME" in text
+    # The operator's own copy on the ticket keeps what they wrote.
+    [own] = [m for m in inbound(ticket_json(staff_app, 1)) if m["internal"]]
+    assert "mailto:alice@example.com" in own["text"]
+
+
 def test_reply_with_attachment_and_participants(staff_app: App, relay: Sink) -> None:
     ingest(staff_app, make_mail(message_id=CUSTOMER_ID, cc="dave@customer.test"))
     send(staff_app)
@@ -224,6 +248,21 @@ def test_take_queue_and_close(staff_app: App, relay: Sink) -> None:
     assert len(closed) == 2  # acknowledgement + closed notice
 
 
+def test_queue_command_names_a_configured_queue_no_mail_was_routed_to(
+    staff_app: App, relay: Sink
+) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(staff_app, signed(staff_app, 1, ALICE), "#queue sales")
+    assert "nothing to relay" in outcome.detail, outcome.detail
+    assert ticket_json(staff_app, 1)["queue"] == "sales"
+    reply(staff_app, signed(staff_app, 1, ALICE), "#queue no-such-typo")
+    send(staff_app)
+    assert (
+        "No such queue: no-such-typo"
+        in relay.to(ALICE)[-1].message.get_body(("plain",)).get_content()
+    )
+
+
 def test_note_never_reaches_the_customer(staff_app: App, relay: Sink) -> None:
     open_ticket(staff_app, relay)
     outcome = reply(
@@ -275,6 +314,49 @@ def test_refused_command_gets_a_transcript(staff_app: App, relay: Sink) -> None:
     assert (
         "No such operator: nobody" in relay.to(ALICE)[-1].message.get_body(("plain",)).get_content()
     )
+
+
+def _time_entries(app: App) -> list[int]:
+    with app.factory() as session:
+        return list(session.execute(select(TimeEntry.minutes)).scalars())
+
+
+def test_a_refused_command_applies_none_of_the_mail(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    body = "#status resolved\n#time 1h30m\n#frobnicate\n\nHello Carol, fixed."
+    outcome = reply(staff_app, signed(staff_app, 1, ALICE), body)
+    assert "none applied" in outcome.detail
+    data = ticket_json(staff_app, 1)
+    assert data["status"] == "new"
+    assert _time_entries(staff_app) == []
+    assert [e.kind for e in events(staff_app, "status")] == []
+    send(staff_app)
+    assert len(relay.to(CUSTOMER)) == 1  # the acknowledgement only: no notice, no reply
+    transcript = relay.to(ALICE)[-1].message
+    assert transcript["Subject"].startswith("[ACME #1] Commands not applied")
+    text = transcript.get_body(("plain",)).get_content()
+    assert "none of its commands was applied and nothing was sent to the customer" in text
+    assert "REFUSED    #frobnicate: unknown command" in text
+    assert "could run  #status resolved" in text and "status resolved:" not in text
+    # The corrected mail is a new message: each of its commands is carried out once.
+    fixed = "#status resolved\n#time 1h30m\n\nHello Carol, fixed."
+    assert "relayed" in reply(staff_app, signed(staff_app, 1, ALICE), fixed).detail
+    assert ticket_json(staff_app, 1)["status"] == "resolved"
+    assert _time_entries(staff_app) == [90]
+    send(staff_app)
+    notices = [r for r in relay.to(CUSTOMER) if r.message["Auto-Submitted"] == "auto-replied"]
+    assert len(notices) == 2 and len(customer_copies(relay)) == 1
+
+
+def test_a_command_refused_when_run_undoes_those_before_it(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    with staff_app.factory.begin() as session:
+        get_or_create_queue(session, "sales")
+    body = "#take\n#queue sales\n#priority urgent\n#assign nobody\n\nOn it."
+    reply(staff_app, signed(staff_app, 1, ALICE), body)
+    data = ticket_json(staff_app, 1)
+    assert (data["assignee"], data["queue"], data["priority"]) == (None, "support", "normal")
+    assert events(staff_app, "assignee") == events(staff_app, "queue") == []
 
 
 # --- forgeries -------------------------------------------------------------------------------
@@ -372,6 +454,252 @@ def test_other_sender_with_a_good_token(staff_app: App, relay: Sink) -> None:
     assert customer_copies(relay) == []
     assert ticket_json(staff_app, 1)["status"] == "new"
     assert [e.new for e in events(staff_app, "operator_unverified")] == ["mallory@evil.test"]
+
+
+def _participants(app: App, number: int = 1) -> list[str]:
+    return sorted(p["email"] for p in ticket_json(app, number)["participants"])
+
+
+def test_a_stranger_answering_an_operators_notification_joins_nothing(
+    staff_app: App, relay: Sink
+) -> None:
+    notification = open_ticket(staff_app, relay)
+    outcome = reply(
+        staff_app,
+        signed(staff_app, 1, ALICE),
+        "#status closed\n\nI am Carol's boss, keep me posted.",
+        sender="Mallory <mallory@evil.test>",
+        cc="eve@evil.test",
+        in_reply_to=notification.message["Message-ID"],
+    )
+    assert outcome.ticket_number == 1
+    assert "kept internal" in outcome.detail and "someone who is not one" in outcome.detail
+    assert _participants(staff_app) == [CUSTOMER]
+    [kept] = [m for m in ticket_json(staff_app, 1)["messages"] if "boss" in m["text"]]
+    assert kept["internal"] is True and kept["from"] == "mallory@evil.test"
+    assert ticket_json(staff_app, 1)["status"] == "new"
+    send(staff_app)
+    assert relay.to("mallory@evil.test") == [] and relay.to("eve@evil.test") == []
+    assert len(relay.to(BOB)) == 1  # nobody was told of it as a customer's follow-up
+    reply(staff_app, signed(staff_app, 1, BOB), "We are on it.", sender=BOB)
+    send(staff_app)
+    [copy] = customer_copies(relay)
+    assert copy.rcpt_tos == [CUSTOMER]
+
+
+def test_answering_an_operators_notification_at_the_support_address_joins_nothing(
+    staff_app: App, relay: Sink
+) -> None:
+    notification = open_ticket(staff_app, relay)
+    outcome = reply(
+        staff_app,
+        "support@example.com",
+        "Add me, please.",
+        sender="mallory@evil.test",
+        references=f"{CUSTOMER_ID} {notification.message['Message-ID']}",
+    )
+    assert "kept internal" in outcome.detail and "sent to operators only" in outcome.detail
+    assert _participants(staff_app) == [CUSTOMER]
+    # The customer's own answer to their acknowledgement is the conversation, as ever.
+    [ack] = relay.to(CUSTOMER)
+    followed = reply(
+        staff_app,
+        "support@example.com",
+        "More detail.",
+        sender=CUSTOMER,
+        in_reply_to=ack.message["Message-ID"],
+        cc="dave@customer.test",
+    )
+    assert "references" in followed.detail
+    assert _participants(staff_app) == [CUSTOMER, "dave@customer.test"]
+
+
+def test_a_stranger_writing_to_the_comment_address_is_kept_internal(
+    staff_app: App, relay: Sink
+) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(
+        staff_app,
+        "support-comment@example.com",
+        "Internal: refund them.",
+        sender="mallory@evil.test",
+        in_reply_to=CUSTOMER_ID,
+    )
+    assert "kept internal" in outcome.detail and "comment address" in outcome.detail
+    assert _participants(staff_app) == [CUSTOMER]
+    assert inbound(ticket_json(staff_app, 1))[-1]["internal"] is True
+
+
+def test_an_operator_using_a_colleagues_token_stays_internal(staff_app: App, relay: Sink) -> None:
+    notification = open_ticket(staff_app, relay)
+    quoted = "".join(
+        f"> {line}\n"
+        for line in notification.message.get_body(("plain",)).get_content().splitlines()
+    )
+    outcome = reply(staff_app, signed(staff_app, 1, BOB), "Bob, can you take this?\n\n" + quoted)
+    assert "kept internal" in outcome.detail and "not signed for this operator" in outcome.detail
+    assert _participants(staff_app) == [CUSTOMER]
+    messages = ticket_json(staff_app, 1)["messages"]
+    assert [m["internal"] for m in messages if "Requester" in m["text"]] == [True]
+    reply(staff_app, signed(staff_app, 1, BOB), "We are on it.", sender=BOB)
+    send(staff_app)
+    assert [c.rcpt_tos for c in customer_copies(relay)] == [[CUSTOMER]]
+
+
+def test_a_customer_writing_to_an_operators_reply_address_is_kept_internal(
+    staff_app: App, relay: Sink
+) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(staff_app, signed(staff_app, 1, ALICE), "Any news?", sender=CUSTOMER)
+    assert "kept internal" in outcome.detail
+    assert inbound(ticket_json(staff_app, 1))[-1]["internal"] is True
+    send(staff_app)
+    assert len(relay.to(ALICE)) == 1  # no follow-up notification
+
+
+def test_an_operator_copied_by_a_customer_never_takes_part(staff_app: App, relay: Sink) -> None:
+    with staff_app.factory.begin() as session:
+        alice = session.execute(select(Operator).where(Operator.email == ALICE)).scalar_one()
+        add_address(session, alice, "alice@phone.example.net")
+        bob = session.execute(select(Operator).where(Operator.email == BOB)).scalar_one()
+        bob.active = False
+    ingest(
+        staff_app,
+        make_mail(message_id=CUSTOMER_ID, cc=f"Alice <{ALICE}>, dave@customer.test, {BOB}"),
+    )
+    assert _participants(staff_app) == [CUSTOMER, "dave@customer.test"]
+    ingest(
+        staff_app,
+        make_mail(
+            subject="Re: [ACME #1] Printer",
+            to="support@example.com, alice@phone.example.net",
+            cc="erin@customer.test",
+            in_reply_to=CUSTOMER_ID,
+        ),
+    )
+    assert _participants(staff_app) == [CUSTOMER, "dave@customer.test", "erin@customer.test"]
+
+
+def test_an_operator_without_proof_answering_the_customer_stays_internal(
+    staff_app: App, relay: Sink
+) -> None:
+    """Reply-all to the customer's own mail: no token, no DKIM."""
+    open_ticket(staff_app, relay)
+    outcome = reply(
+        staff_app, f"support@example.com, {CUSTOMER}", "Fixed, Carol.", in_reply_to=CUSTOMER_ID
+    )
+    assert "kept internal" in outcome.detail
+    assert _participants(staff_app) == [CUSTOMER]
+    assert inbound(ticket_json(staff_app, 1))[-1]["internal"] is True
+
+
+def test_an_inactive_operators_address_is_still_no_customers(staff_app: App, relay: Sink) -> None:
+    open_ticket(staff_app, relay)
+    with staff_app.factory.begin() as session:
+        remove_operator(session, BOB)
+    outcome = reply(staff_app, "support@example.com", "Hi", sender=BOB, in_reply_to=CUSTOMER_ID)
+    assert "inactive operator" in outcome.detail
+    assert _participants(staff_app) == [CUSTOMER]
+
+
+def test_a_bounce_to_an_operators_reply_address_is_still_a_bounce(
+    staff_app: App, relay: Sink
+) -> None:
+    notification = open_ticket(staff_app, relay)
+    dsn = (
+        f"From: MAILER-DAEMON@mx.example.com\r\nTo: {signed(staff_app, 1, ALICE)}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx.example.com>\r\n"
+        f"In-Reply-To: {notification.message['Message-ID']}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you...\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.com\r\n\r\n"
+        f"Final-Recipient: rfc822; {ALICE}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        "--b--\r\n"
+    ).encode()
+    outcome = ingest(staff_app, dsn, envelope_to=(signed(staff_app, 1, ALICE),))
+    assert outcome.state == "processed" and "kept internal" not in outcome.detail
+    assert events(staff_app, "operator_unverified") == []
+
+
+def _quarantined(app: App, inbound_id: int) -> str:
+    from mailsupport.db.models import Inbound, InboundState
+
+    with app.factory() as session:
+        row = session.get(Inbound, inbound_id)
+        assert row is not None and row.state == InboundState.QUARANTINED, row and row.outcome
+        return row.quarantine_reason or ""
+
+
+@pytest.mark.parametrize("proven", [True, False], ids=["dkim", "unproven"])
+def test_an_operators_mail_naming_no_ticket_opens_none(
+    staff_app: App, relay: Sink, proven: bool
+) -> None:
+    raw = make_mail(sender=ALICE, subject="Lunch?", body="Anyone?", headers=DKIM if proven else {})
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    reason = _quarantined(staff_app, outcome.inbound_id)
+    assert reason.startswith("held for review: ")
+    assert ("an operator is never a ticket's customer" in reason) is proven
+    with staff_app.factory() as session:
+        assert session.execute(select(Event)).first() is None
+
+
+def test_mail_to_a_reply_address_of_no_ticket_opens_none(staff_app: App, relay: Sink) -> None:
+    outcome = reply(staff_app, signed(staff_app, 7, ALICE), "Hello", sender="x@evil.test")
+    assert "used by someone who is not one" in _quarantined(staff_app, outcome.inbound_id)
+
+
+@pytest.mark.parametrize("original", [BOB, "support@example.com"])
+def test_a_forward_never_opens_a_ticket_for_an_operator_or_us(
+    staff_app: App, relay: Sink, original: str
+) -> None:
+    body = (
+        "FYI\n\n---------- Forwarded message ---------\n"
+        f"From: Someone <{original}>\nDate: Mon, 2 Mar 2026 at 08:00\n"
+        "Subject: Printer\nTo: Alice <alice@example.com>\n\nThe printer is broken.\n"
+    )
+    raw = make_mail(sender=ALICE, subject="Fwd: Printer", body=body, headers=DKIM)
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    assert "held for review" in _quarantined(staff_app, outcome.inbound_id)
+
+
+def test_an_operator_is_never_added_from_the_command_line(
+    staff_app: App, relay: Sink, tmp_path: Any
+) -> None:
+    from _fixtures import write_config
+    from support import run_cli
+
+    open_ticket(staff_app, relay)
+    with staff_app.factory.begin() as session:
+        alice = session.execute(select(Operator).where(Operator.email == ALICE)).scalar_one()
+        add_address(session, alice, "alice@phone.example.net")
+    data = config_data(staff_app.config.database.url)
+    config_file = str(write_config(tmp_path / "c.toml", data))
+    for address in (ALICE, "Alice@Phone.Example.net"):
+        result = run_cli(config_file, "participants", "add", "1", address)
+        assert result.exit_code == 1
+        assert result.output.strip() == (
+            f"{address.lower()} is an operator's address: operators get a ticket's mail as "
+            "operators, never as one of its customers"
+        )
+    assert _participants(staff_app) == [CUSTOMER]
+
+
+def test_a_participant_who_became_an_operator_gets_no_customer_mail(
+    staff_app: App, relay: Sink
+) -> None:
+    ingest(staff_app, make_mail(message_id=CUSTOMER_ID, cc="dave@customer.test"))
+    with staff_app.factory.begin() as session:
+        add_operator(session, "dave@customer.test", "Dave", staff_app.clock.now())
+    reply(staff_app, signed(staff_app, 1, ALICE), "#status waiting\n\nA photo, please?")
+    send(staff_app)
+    [copy] = customer_copies(relay)
+    assert copy.rcpt_tos == [CUSTOMER]
+    assert relay.to("dave@customer.test") == []
+    [held] = [
+        e for e in events(staff_app, "auto_reply_suppressed") if e.new == "dave@customer.test"
+    ]
+    assert held.data["reason"] == "it is an operator's address"
 
 
 # --- forward to open ---------------------------------------------------------------------------
@@ -496,3 +824,169 @@ def test_customer_follow_up_reaches_operators_without_the_quoted_acknowledgement
         assert "registered it as request" in stored[1]["text_full"]
     finally:
         daemon.stop()
+
+
+# --- scenarios through the daemon: a real listener, the relay a sink -----------------------------
+
+
+@pytest.fixture
+def staff_daemon(db_url: str, relay: Sink) -> Iterator[Daemon]:
+    config = operator_config(db_url, relay, outbound={"send_interval": 0.2})
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    try:
+        assert daemon.app is not None
+        add_staff(daemon.app)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _app(daemon: Daemon) -> App:
+    assert daemon.app is not None
+    return daemon.app
+
+
+def _submit(daemon: Daemon, sender: str, recipients: list[str], raw: bytes) -> None:
+    assert daemon.smtp_address is not None
+    with smtplib.SMTP(*daemon.smtp_address, timeout=30) as client:
+        client.sendmail(sender, recipients, raw)
+
+
+def _processed(daemon: Daemon, count: int) -> None:
+    """Wait until ``count`` stored mails have been through the pipeline."""
+    from mailsupport.db.models import Inbound, InboundState
+
+    def done() -> bool:
+        with _app(daemon).factory() as session:
+            states = session.execute(select(Inbound.state)).scalars().all()
+        return sum(state != InboundState.PENDING for state in states) >= count
+
+    wait_for(done, timeout=30)
+
+
+def _answer(daemon: Daemon, to: Received, body: str, *, sender: str, **kw: Any) -> None:
+    """Reply to a caught mail as a mail client does: to its Reply-To, threaded under it."""
+    caught = to.message
+    reply_to = parseaddr(caught["Reply-To"])[1]
+    raw = make_mail(
+        sender=sender,
+        to=reply_to,
+        subject=f"Re: {caught['Subject']}",
+        body=body,
+        in_reply_to=caught["Message-ID"],
+        references=caught["Message-ID"],
+        **kw,
+    )
+    _submit(daemon, parseaddr(sender)[1], [reply_to], raw)
+
+
+def _outbox_kinds(daemon: Daemon) -> list[str]:
+    from mailsupport.db.models import Outbox
+
+    with _app(daemon).factory() as session:
+        return list(session.execute(select(Outbox.kind).order_by(Outbox.id)).scalars())
+
+
+def test_daemon_a_mail_with_a_refused_command_changes_nothing_until_resent(
+    staff_daemon: Daemon, relay: Sink
+) -> None:
+    _submit(staff_daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    _answer(
+        staff_daemon,
+        notification,
+        "#status resolved\n#time 1h30m\n#frobnicate\n\nAll fixed, Carol.",
+        sender="Alice <alice@example.com>",
+    )
+    transcript = wait_for(lambda: relay.to(ALICE)[1:], timeout=30)[0]
+    text = transcript.message.get_body(("plain",)).get_content()
+    assert "none of its commands was applied and nothing was sent to the customer" in text
+    assert "REFUSED    #frobnicate: unknown command" in text
+    app = _app(staff_daemon)
+    assert ticket_json(app, 1)["status"] == "new"
+    assert _time_entries(app) == []
+    # Queued in the transaction that queued the transcript, were it queued at all.
+    assert _outbox_kinds(staff_daemon) == [
+        "acknowledgement",
+        "operator_new_ticket",
+        "operator_new_ticket",
+        "operator_transcript",
+    ]
+    _answer(
+        staff_daemon,
+        transcript,
+        "#status resolved\n#time 1h30m\n\nAll fixed, Carol.",
+        sender="Alice <alice@example.com>",
+    )
+    wait_for(lambda: customer_copies(relay) and len(relay.to(CUSTOMER)) >= 3, timeout=30)
+    assert ticket_json(app, 1)["status"] == "resolved"
+    assert _time_entries(app) == [90]
+    kinds = _outbox_kinds(staff_daemon)
+    assert kinds.count("status") == 1 and kinds.count("reply") == 1
+    [relayed] = customer_copies(relay)
+    assert relayed.message.get_body(("plain",)).get_content().strip() == "All fixed, Carol."
+
+
+def test_daemon_start_makes_the_configured_queues(staff_daemon: Daemon, relay: Sink) -> None:
+    from mailsupport.db.models import Queue
+
+    with _app(staff_daemon).factory() as session:
+        assert sorted(session.execute(select(Queue.name)).scalars()) == ["sales", "support"]
+    _submit(staff_daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    _answer(staff_daemon, notification, "#queue sales\n#take", sender=ALICE)
+    _processed(staff_daemon, 2)
+    data = ticket_json(_app(staff_daemon), 1)
+    assert (data["queue"], data["assignee"]) == ("sales", ALICE)
+
+
+def test_daemon_nobody_joins_through_an_operators_reply_address(
+    staff_daemon: Daemon, relay: Sink
+) -> None:
+    """Strangers and operators reaching a ticket through operators' mail never become its
+    customers: the next relayed reply goes to the customers only."""
+    first = make_mail(message_id=CUSTOMER_ID, cc=f"dave@customer.test, Alice <{ALICE}>")
+    _submit(staff_daemon, CUSTOMER, ["support@example.com"], first)
+    to_alice = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    to_bob = wait_for(lambda: relay.to(BOB), timeout=30)[0]
+    ack = wait_for(lambda: relay.to(CUSTOMER), timeout=30)[0]
+    # Mallory got hold of Alice's notification and answers it, copying a friend.
+    _answer(
+        staff_daemon,
+        to_alice,
+        "#status closed\n\nI'm Carol's manager, keep me posted.",
+        sender="Mallory <mallory@evil.test>",
+        cc="eve@evil.test",
+    )
+    # Alice answers the notification Bob forwarded her, quoting its internal summary.
+    summary = to_bob.message.get_body(("plain",)).get_content()
+    quoted = "".join(f"> {line}\n" for line in summary.splitlines())
+    _answer(staff_daemon, to_bob, "Bob, yours?\n\n" + quoted, sender=f"Alice <{ALICE}>")
+    # Eve answers the notification too, but to the support address.
+    eve = make_mail(
+        sender="eve@evil.test",
+        subject=f"Re: {to_alice.message['Subject']}",
+        body="Me too.",
+        in_reply_to=to_alice.message["Message-ID"],
+    )
+    _submit(staff_daemon, "eve@evil.test", ["support@example.com"], eve)
+    # The customer answers the acknowledgement, copying Alice's own address.
+    _answer(staff_daemon, ack, "Still jammed.", sender=CUSTOMER, cc=ALICE)
+    _processed(staff_daemon, 5)
+    app = _app(staff_daemon)
+    data = ticket_json(app, 1)
+    assert sorted(p["email"] for p in data["participants"]) == [CUSTOMER, "dave@customer.test"]
+    assert data["status"] == "new"  # Mallory's #status closed ran nowhere
+    internal = [m["from"] for m in inbound(data) if m["internal"]]
+    assert internal == ["mallory@evil.test", ALICE, "eve@evil.test"]
+    assert not any("Requester:" in m["text"] for m in inbound(data) if not m["internal"])
+    # Bob answers his notification: the reply goes to the customers and nobody else.
+    _answer(staff_daemon, to_bob, "Please try the rear tray.", sender=f"Bob <{BOB}>")
+    [copy] = wait_for(lambda: customer_copies(relay), timeout=30)
+    assert sorted(copy.rcpt_tos) == [CUSTOMER, "dave@customer.test"]
+    shown = [a for _, a in getaddresses([copy.message["To"], copy.message["Cc"] or ""]) if a]
+    assert sorted(shown) == [CUSTOMER, "dave@customer.test"]
+    _processed(staff_daemon, 6)
+    assert relay.to("mallory@evil.test") == relay.to("eve@evil.test") == []
+    assert all(r.message["Auto-Submitted"] == "auto-generated" for r in relay.to(ALICE))

@@ -60,8 +60,15 @@ class CliContext:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """The command's one session; its notifications queued, then committed, on success."""
+        """The command's one session; its notifications queued, then committed, on success.
+
+        The queues the configuration names are made first, if missing (a read when they are
+        not), so that a command can use them before any mail was routed to them.
+        """
+        from mailsupport.domain.queues import create_configured_queues  # noqa: PLC0415
+
         with self.app.factory.begin() as session:
+            create_configured_queues(session, self.config)
             yield session
             self.notifier.flush(session)
 

@@ -23,7 +23,8 @@ from mailsupport.domain.operators import (
     remove_address,
     remove_operator,
 )
-from mailsupport.domain.tickets import find_queue, get_or_create_queue
+from mailsupport.domain.queues import existing_queue
+from mailsupport.domain.tickets import find_queue
 
 
 def _view(session: Session, operator: Operator) -> dict[str, Any]:
@@ -44,16 +45,29 @@ def operators() -> None:
 @operators.command("add")
 @click.argument("email")
 @click.option("--name", required=True, help="How the operator is shown (e.g. 'Alice').")
-@click.option("--queue", "queues", multiple=True, help="A queue they work in; may repeat.")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="A queue they work in; may repeat. Default: [support] default_queue.",
+)
+@click.option("--create", is_flag=True, help="Create a queue given that does not exist yet.")
 @pass_context
-def add_command(ctx: CliContext, email: str, name: str, queues: tuple[str, ...]) -> None:
-    """Add an operator."""
+def add_command(
+    ctx: CliContext, email: str, name: str, queues: tuple[str, ...], create: bool
+) -> None:
+    """Add an operator, in the default queue unless --queue says otherwise."""
     refuse_operator_address(ctx.config, email)
+    default = ctx.config.support.default_queue
     with ctx.transaction() as session:
         operator = add_operator(session, email, name, ctx.app.clock.now())
-        for queue in queues:
-            join_queue(session, operator, get_or_create_queue(session, queue.strip().lower()))
-    click.echo(f"Added operator {operator.name} <{operator.email}>")
+        joined = [existing_queue(session, q, create=create) for q in queues or (default,)]
+        for queue in joined:
+            join_queue(session, operator, queue)
+    names = sorted({queue.name for queue in joined})
+    where = f"queue {names[0]}" if len(names) == 1 else f"queues {', '.join(names)}"
+    note = "" if queues else " (the default queue; --queue chooses others)"
+    click.echo(f"Added operator {operator.name} <{operator.email}> in {where}{note}")
 
 
 @operators.command("remove")
@@ -91,13 +105,15 @@ def queue_group() -> None:
 @queue_group.command("add")
 @click.argument("operator")
 @click.argument("queue")
+@click.option("--create", is_flag=True, help="Create the queue if it does not exist yet.")
 @pass_context
-def queue_add(ctx: CliContext, operator: str, queue: str) -> None:
-    """Put an operator in a queue (created if new)."""
+def queue_add(ctx: CliContext, operator: str, queue: str, create: bool) -> None:
+    """Put an operator in a queue (refused if there is no such queue, unless --create)."""
     with ctx.transaction() as session:
         who = find_operator(session, operator)
-        join_queue(session, who, get_or_create_queue(session, queue.strip().lower()))
-    click.echo(f"{who.email} works in {queue}")
+        joined = existing_queue(session, queue, create=create)
+        join_queue(session, who, joined)
+    click.echo(f"{who.email} works in {joined.name}")
 
 
 @queue_group.command("remove")

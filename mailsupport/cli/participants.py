@@ -8,6 +8,7 @@ from mailsupport.cli.context import CliContext, pass_context
 from mailsupport.core.message import Address
 from mailsupport.domain.actors import cli_actor
 from mailsupport.domain.contacts import get_or_create_contact, refuse_own_address, typed_email
+from mailsupport.domain.operators import refuse_operator_as_participant
 from mailsupport.domain.tickets import add_participant, get_ticket, remove_participant
 
 
@@ -28,6 +29,7 @@ def add_command(ctx: CliContext, number: int, email: str, name: str) -> None:
     now = ctx.app.clock.now()
     with ctx.transaction() as session:
         ticket = get_ticket(session, number, for_update=True)
+        refuse_operator_as_participant(session, email)
         contact = get_or_create_contact(session, Address(email, name.strip()), now)
         added = add_participant(session, ticket, contact, role="cc", actor=cli_actor(), now=now)
     click.echo(f"{'Added' if added else 'Already on'} ticket #{number}: {email}")

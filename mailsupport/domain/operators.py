@@ -82,6 +82,15 @@ def operator_emails(session: Session) -> frozenset[str]:
     )
 
 
+def refuse_operator_as_participant(session: Session, email: str) -> None:
+    """Refuse an operator's address as someone taking part in a ticket as a customer."""
+    if email.strip().lower() in operator_emails(session):
+        raise InvalidValueError(
+            f"{email.strip().lower()} is an operator's address: operators get a ticket's mail "
+            "as operators, never as one of its customers"
+        )
+
+
 def remove_operator(session: Session, ref: str) -> Operator:
     """Deactivate an operator: their history stays, they get no more mail and prove nothing."""
     operator = find_operator(session, ref)

@@ -10,17 +10,18 @@ unit of work, which cost four times as much per row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy import event as sqlalchemy_events
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mailsupport.db.memo import ends_with_transaction, remembered
+from mailsupport.db.memo import ends_with_transaction, forget, remembered
 from mailsupport.db.models import (
     STORABLE_IDS,
     Contact,
@@ -37,6 +38,7 @@ from mailsupport.db.models import (
 )
 from mailsupport.db.upsert import insert_ignoring_conflict, prepared_insert_ignoring_conflict
 from mailsupport.domain.actors import operator_actor
+from mailsupport.domain.operators import operator_emails
 from mailsupport.errors import InvalidValueError, NotFoundError
 
 TICKET_COUNTER = "ticket"
@@ -145,6 +147,50 @@ def take_new_events(session: Session) -> list[RecordedEvent]:
     """The events recorded since the last call, removed from the pending list."""
     events: list[RecordedEvent] = session.info.pop(_NEW_EVENTS, [])
     return events
+
+
+@dataclass
+class Tentative:
+    """Whether the changes made within ``tentatively`` are to be kept."""
+
+    keep: bool = True
+
+
+@contextmanager
+def tentatively(session: Session) -> Iterator[Tentative]:
+    """Changes to tickets, kept as a whole or, when ``keep`` is set to False, not at all.
+
+    A SAVEPOINT undoes the rows; the events recorded meanwhile, held in the session until
+    commit and read for notifications, are dropped with them, so an undone change also sends
+    no mail. Events recorded before are written first: were they written within the
+    SAVEPOINT, undoing it would lose them.
+    """
+    write_events(session)
+    recorded = new_events(session)
+    before = len(recorded)
+    savepoint = session.begin_nested()
+    tentative = Tentative()
+    try:
+        yield tentative
+    except BaseException:
+        _undo(session, savepoint, recorded, before)
+        raise
+    if tentative.keep:
+        savepoint.commit()
+    else:
+        _undo(session, savepoint, recorded, before)
+
+
+def _undo(
+    session: Session, savepoint: SessionTransaction, recorded: list[RecordedEvent], before: int
+) -> None:
+    savepoint.rollback()
+    session.info.pop(_UNWRITTEN_EVENTS, None)
+    if session.info.get(_NEW_EVENTS) is recorded:
+        del recorded[before:]
+    else:  # taken meanwhile: what was queued from them went with the SAVEPOINT
+        session.info.pop(_NEW_EVENTS, None)
+    forget(session)
 
 
 def next_ticket_number(session: Session) -> int:
@@ -324,7 +370,13 @@ def is_participant(session: Session, ticket_id: int, email: str) -> bool:
 def add_participant(
     session: Session, ticket: Ticket, contact: Contact, *, role: str, actor: str, now: datetime
 ) -> bool:
-    """Add a contact to the ticket; False when they already take part."""
+    """Add a contact to the ticket; False when they already take part, or may not.
+
+    An operator's address (any of an operator's, active or not) never takes part as a
+    customer: it would get the ticket's customer mail, and mail from it proves nothing.
+    """
+    if contact.email in operator_emails(session):
+        return False
     statement = prepared_insert_ignoring_conflict(session, _PARTICIPANTS, _ONE_PER_TICKET)
     values = {"ticket_id": ticket.id, "contact_id": contact.id, "role": role, "added_at": now}
     if session.execute(statement, values).first() is None:

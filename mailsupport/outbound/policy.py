@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from mailsupport.config import Config
 from mailsupport.db.models import Contact, Outbox, OutboxRecipient, OutboxState, table_of
 from mailsupport.domain.contacts import find_contact
+from mailsupport.domain.operators import operator_emails
 
 # Local parts (with ".", "-" and "_" removed) of addresses that are robots by convention.
 _ROBOTS = ("mailerdaemon", "postmaster", "noreply", "donotreply", "dontreply", "bounce")
@@ -64,6 +65,9 @@ def delivery_refusal(
         return "it is one of our own addresses"
     if is_robot_address(address):
         return "it is a robot address (mailer-daemon, postmaster, noreply...)"
+    if address.lower() in operator_emails(session):
+        # Taking part from before it was an operator's: operators get operators' mail only.
+        return "it is an operator's address"
     if contact is None:
         contact = find_contact(session, address)
     if contact is not None and contact.undeliverable_since is not None:

@@ -2,7 +2,8 @@
 
 Mail to an operator carries a Reply-To that is signed for that operator and ticket, so their
 reply proves who they are. Mail relayed to the customer comes from the support address as
-"Alice via ACME Support": the operator's own address never reaches the customer.
+"Alice via ACME Support": the operator's own address never reaches the customer, neither in
+the headers nor in the text (a signature naming it has the support address put in its place).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from sqlalchemy.orm import Session
 from mailsupport.config import Config
 from mailsupport.core.message import Address, Attachment
 from mailsupport.core.outmail import OutgoingMail, new_message_id, validate_address
+from mailsupport.core.redact import replace_addresses
 from mailsupport.core.render import Templates
 from mailsupport.core.replyaddr import reply_address
 from mailsupport.core.subject import tagged_subject
 from mailsupport.db.models import Contact, Message, Operator, Ticket
-from mailsupport.domain.operators import queue_members
+from mailsupport.domain.operators import addresses_of, queue_members
 from mailsupport.domain.settings import server_secret
 from mailsupport.domain.tickets import participants
 from mailsupport.outbound.outbox import enqueue
@@ -173,7 +175,10 @@ class StaffMail:
         if not audience:
             return False
         thread = ticket_thread(session, ticket)
-        mail = self._reply(ticket, operator, audience, text, attachments, thread, now)
+        shown = replace_addresses(
+            text, addresses_of(session, operator), self._queue_address(ticket)
+        )
+        mail = self._reply(ticket, operator, audience, shown, attachments, thread, now)
         enqueue(
             session,
             self.config,

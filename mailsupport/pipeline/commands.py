@@ -1,8 +1,11 @@
 """Commands step: carry out an operator's ``#status``, ``#assign``... lines.
 
 Each command goes through the same domain function as the CLI, so it records the same events
-and the customer gets the same notices. Every command is answered, done or not done with the
-reason, so nothing an operator asked for is silently dropped.
+and the customer gets the same notices. A mail's commands are all carried out or none is: when
+one is unknown or refused, the others are undone too (some refusals are known only once a
+command runs), so the operator can correct the mail and send it again without anything
+happening twice. Every command is answered with the reason it was refused, or that it could
+have run, so nothing an operator asked for is silently dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from mailsupport.domain.tickets import (
     parse_status,
     set_priority,
     set_queue,
+    tentatively,
 )
 from mailsupport.errors import InvalidValueError, MailsupportError
 
@@ -117,15 +121,21 @@ def run_commands(
     commands: Sequence[Command],
     now: datetime,
 ) -> list[CommandResult]:
+    """Carry out the commands, all of them or, when any is unknown or refused, none."""
+    if not commands:
+        return []
     context = _Context(session, ticket, operator, now)
-    results = []
-    for command in commands:
-        handler = _HANDLERS.get(command.name)
-        if handler is None:
-            results.append(CommandResult(command.line, False, "unknown command"))
-            continue
-        try:
-            results.append(CommandResult(command.line, True, handler(context, command.args)))
-        except MailsupportError as exc:
-            results.append(CommandResult(command.line, False, str(exc)))
+    with tentatively(session) as tentative:
+        results = [_run(context, command) for command in commands]
+        tentative.keep = all(r.ok for r in results)
     return results
+
+
+def _run(context: _Context, command: Command) -> CommandResult:
+    handler = _HANDLERS.get(command.name)
+    if handler is None:
+        return CommandResult(command.line, False, "unknown command")
+    try:
+        return CommandResult(command.line, True, handler(context, command.args))
+    except MailsupportError as exc:
+        return CommandResult(command.line, False, str(exc))

@@ -2,8 +2,9 @@
 
 The operator's mail is kept on the ticket as an internal message (with the quoted history
 removed); what the customer sees is the relayed copy, sent from the support address. When any
-command is unknown or refused, nothing at all goes to the customer: the operator gets a
-transcript of what was done and what was not, and can send the reply again.
+command is unknown or refused, none of the mail's commands is applied and nothing at all goes
+to the customer: the operator gets a transcript saying which lines were refused and why, and
+can send the corrected reply again.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def handle_reply(
     message_row = _store(session, incoming, mail, text, now)
     if any(not r.ok for r in results):
         _transcript(session, mail, results, staff, parsed.message_id, now)
-        return f"operator {mail.operator.email}: commands refused, nothing relayed"
+        return f"operator {mail.operator.email}: commands refused: none applied, nothing relayed"
     if internal:
         _note(session, mail, message_row, parsed.message_id, now)
         return f"operator {mail.operator.email}: internal note"

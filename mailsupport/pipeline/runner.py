@@ -29,6 +29,7 @@ from mailsupport.clock import Clock
 from mailsupport.config import Config
 from mailsupport.core.message import MailKind, ParsedMessage
 from mailsupport.core.parse import parse_message
+from mailsupport.core.threads import Action
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import Share, pending_ids
 from mailsupport.db.models import (
@@ -39,9 +40,9 @@ from mailsupport.db.models import (
     Ticket,
     table_of,
 )
-from mailsupport.domain.actors import contact_actor
-from mailsupport.domain.tickets import new_events, record_event
-from mailsupport.errors import MessageParseError, first_line
+from mailsupport.domain.queues import create_configured_queues
+from mailsupport.domain.tickets import new_events
+from mailsupport.errors import HeldMessageError, MessageParseError, first_line
 from mailsupport.outbound.failures import FailureReport
 from mailsupport.outbound.notify import Notifier
 from mailsupport.pipeline.apply import apply
@@ -183,6 +184,9 @@ class Pipeline:
         self.notifier = notifier or Notifier(config, clock)
         self.staff = self.notifier.staff
         self.failures = FailureReport(config, self.staff)
+        # Whether the configured queues are known to exist: a ``#queue`` command may name one
+        # no mail was routed to yet.
+        self._queues_ready = False
 
     def process_pending(self, limit: int | None = None, share: Share | None = None) -> int:
         """Process the backlog in arrival order; returns how many messages were handled.
@@ -270,6 +274,8 @@ class Pipeline:
             return self._transient_failure(inbound_id, exc)
         except MessageParseError as exc:
             return self.quarantine(inbound_id, f"unusable: {exc}", _sender(ready.parsed))
+        except HeldMessageError as exc:
+            return self.quarantine(inbound_id, f"held for review: {exc}", _sender(ready.parsed))
         except Exception as exc:
             log.exception("message %s (inbound %s) failed", _named(ready.parsed), inbound_id)
             return self.quarantine(inbound_id, _describe(exc), _sender(ready.parsed))
@@ -280,6 +286,8 @@ class Pipeline:
         now = self.clock.now()
         applied: list[tuple[_Ready, Outcome]] = []
         with self.factory.begin() as session:
+            if not self._queues_ready:
+                create_configured_queues(session, self.config)
             claimed = _claim(session, [ready.loaded.inbound_id for ready in batch])
             load_senders(
                 session,
@@ -294,6 +302,7 @@ class Pipeline:
                     finished.append(marks)
             if finished:
                 session.execute(_FINISH, finished)
+        self._queues_ready = True
         for ready, outcome in applied:
             log.info(
                 "message %s (inbound %s): %s",
@@ -331,13 +340,15 @@ class Pipeline:
         """Decide where the message goes and apply it."""
         people = identify(session, incoming, self.config, now)
         claim = prove_operator(session, incoming, people, self.config)
-        if claim is not None and claim.operator is not None:
+        if claim is not None:
             by_operator = route_operator_mail(
-                session, incoming, claim, self.config, self.staff, now, raw
+                session, incoming, claim, people, self.config, self.staff, now, raw
             )
             if by_operator is not None:
                 return _on_ticket(session, *by_operator)
         decision = thread(session, incoming, people, self.config)
+        if claim is not None and decision.action is not Action.NO_TICKET:
+            raise HeldMessageError(_claim_without_ticket(claim))
         ticket = apply(
             session,
             incoming=incoming,
@@ -346,8 +357,6 @@ class Pipeline:
             config=self.config,
             now=now,
         )
-        if claim is not None and claim.operator is None:
-            _not_proven(session, incoming, ticket, claim, now)
         if incoming.screening.kind is MailKind.BOUNCE:
             linked = link_bounce(session, incoming, raw, self.config, self.failures, now)
             disposition = Disposition.BOUNCE if linked.linked else Disposition.DROPPED
@@ -397,24 +406,14 @@ def _sender(parsed: ParsedMessage) -> str | None:
     return parsed.from_.email[:320] if parsed.from_ else None
 
 
-def _not_proven(
-    session: Session, incoming: Incoming, ticket: Ticket | None, claim: Claim, now: datetime
-) -> None:
-    """Mail from an operator's address without proof: logged, and recorded on its ticket."""
-    log.warning(
-        "message %s not trusted as an operator's: %s", _named(incoming.parsed), claim.evidence
-    )
-    if ticket is not None:
-        sender = incoming.parsed.from_.email if incoming.parsed.from_ else ""
-        record_event(
-            session,
-            ticket,
-            actor=contact_actor(sender),
-            kind="operator_unverified",
-            now=now,
-            new=sender,
-            data={"reason": claim.evidence, "message_id": incoming.parsed.message_id},
+def _claim_without_ticket(claim: Claim) -> str:
+    """Why mail claiming an operator that names no ticket opens none."""
+    if claim.operator is not None:
+        return (
+            f"mail from operator {claim.operator.email} names no ticket and forwards no "
+            "customer's mail; an operator is never a ticket's customer"
         )
+    return f"names no ticket, and is not trusted as an operator's: {claim.evidence}"
 
 
 def _named(parsed: ParsedMessage) -> str:

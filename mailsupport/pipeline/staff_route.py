@@ -1,9 +1,10 @@
-"""Routing a proven operator's mail: to its ticket, or, for a forward, to a new ticket.
+"""Routing mail that claims an operator: to its ticket, or, for a forward, to a new ticket.
 
 The signed reply address names the ticket; mail proven otherwise (DKIM) finds it through our
 Message-IDs or the subject tag, which operators may use freely. An operator's forward of a
 customer's mail to the support address opens a ticket for that customer, who is acknowledged
-as if they had written to us themselves.
+as if they had written to us themselves; never for an operator or one of our own addresses.
+Mail whose claim failed is kept internal on the ticket it names (``pipeline.unproven``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mailsupport.pipeline.identify import People
 from mailsupport.pipeline.operator import Claim
 from mailsupport.pipeline.operator_reply import OperatorMail, handle_reply
 from mailsupport.pipeline.thread import referenced_ticket
+from mailsupport.pipeline.unproven import keep_unproven
 
 
 def _ticket_of(session: Session, incoming: Incoming, claim: Claim, config: Config) -> Ticket | None:
@@ -37,7 +39,7 @@ def _ticket_of(session: Session, incoming: Incoming, claim: Claim, config: Confi
     if number is None:
         found = referenced_ticket(session, incoming)
         number = (
-            found[0].number
+            found.ticket.number
             if found is not None
             else find_ticket_number(incoming.parsed.subject, config.support.tag)
         )
@@ -53,21 +55,36 @@ def route_operator_mail(
     session: Session,
     incoming: Incoming,
     claim: Claim,
+    people: People,
     config: Config,
     staff: StaffMail,
     now: datetime,
     raw: bytes,
 ) -> tuple[Ticket | None, str] | None:
-    """Handle a proven operator's mail; None when it should go on as ordinary mail."""
-    assert claim.operator is not None
+    """Handle mail that claims an operator; None when it names no ticket to act on.
+
+    Mail that is then let go on must not become a customer's either: see ``runner``.
+    """
     ticket = _ticket_of(session, incoming, claim, config)
+    if claim.operator is None:
+        # A bounce that came back to a reply address goes to delivery tracking all the same.
+        if ticket is None or incoming.screening.kind is MailKind.BOUNCE:
+            return None
+        return ticket, keep_unproven(session, incoming, ticket, claim, now)
     if ticket is not None:
         mail = OperatorMail(claim.operator, ticket, claim.evidence, claim.to_comment_address)
         return ticket, handle_reply(session, incoming, mail, staff, now)
     forwarded = find_forwarded(incoming.parsed, raw)
     if forwarded is None or incoming.screening.kind is not MailKind.NORMAL:
         return None
+    if not _may_be_customer(forwarded.sender.email.lower(), people, config):
+        return None
     return _open_for_customer(session, incoming, claim, forwarded, config, now)
+
+
+def _may_be_customer(address: str, people: People, config: Config) -> bool:
+    """Neither an operator's address nor one of ours: mail to it would come back to us."""
+    return address not in people.operator_addresses and config.base_address(address) is None
 
 
 def _open_for_customer(

@@ -6,15 +6,16 @@ sender takes part in it) and leaves the decision to the pure ``core.threads.deci
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, select, union_all
+from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
 from mailsupport.core.subject import find_ticket_number
 from mailsupport.core.threads import Decision, ThreadFacts, TicketRef, decide
+from mailsupport.db.memo import remembered
 from mailsupport.db.models import Message, Outbox, Ticket, TicketStatus, table_of
 from mailsupport.domain.tickets import is_participant
 from mailsupport.pipeline.context import Incoming
@@ -23,21 +24,22 @@ from mailsupport.pipeline.identify import People
 # A References header can be long; the newest ids are at its end and matter most.
 MAX_REFERENCES = 50
 
-# Mail we sent to operators is not a message of the conversation, only an outbox row.
+# Mail we sent to operators is not a message of the conversation, only an outbox row; mail we
+# sent to customers is both.
 _MESSAGES, _OUTBOX, _TICKETS = table_of(Message), table_of(Outbox), table_of(Ticket)
 _REFERENCED_ROWS = union_all(
-    select(_MESSAGES.c.message_id, _MESSAGES.c.ticket_id).where(
-        _MESSAGES.c.message_id.in_(bindparam("ids", expanding=True))
-    ),
-    select(_OUTBOX.c.message_id, _OUTBOX.c.ticket_id).where(
+    select(
+        _MESSAGES.c.message_id, _MESSAGES.c.ticket_id, literal(False).label("to_operators")
+    ).where(_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True))),
+    select(_OUTBOX.c.message_id, _OUTBOX.c.ticket_id, literal(True).label("to_operators")).where(
         _OUTBOX.c.message_id.in_(bindparam("ids", expanding=True)),
         _OUTBOX.c.ticket_id.is_not(None),
     ),
 ).subquery()
 _TICKET_REF = (_TICKETS.c.id, _TICKETS.c.number, _TICKETS.c.status)
-_REFERENCED = select(_REFERENCED_ROWS.c.message_id, *_TICKET_REF).join(
-    _TICKETS, _TICKETS.c.id == _REFERENCED_ROWS.c.ticket_id
-)
+_REFERENCED = select(
+    _REFERENCED_ROWS.c.message_id, _REFERENCED_ROWS.c.to_operators, *_TICKET_REF
+).join(_TICKETS, _TICKETS.c.id == _REFERENCED_ROWS.c.ticket_id)
 _TAGGED = select(*_TICKET_REF).where(_TICKETS.c.number == bindparam("number"))
 
 
@@ -52,15 +54,39 @@ def _candidate_ids(incoming: Incoming) -> list[str]:
     return list(dict.fromkeys(i for i in ordered if i and i != own))
 
 
-def referenced_ticket(session: Session, incoming: Incoming) -> tuple[TicketRef, str] | None:
-    """The ticket of the most relevant stored message that this mail refers to."""
+@dataclass(frozen=True)
+class Referenced:
+    """The stored mail a message refers to, and its ticket."""
+
+    ticket: TicketRef
+    message_id: str
+    # Mail we sent to operators only (a notification, a transcript): answering it proves
+    # having seen an operator's mail, not taking part in the conversation.
+    to_operators: bool
+
+
+def referenced_ticket(session: Session, incoming: Incoming) -> Referenced | None:
+    """The ticket of the most relevant stored message that this mail refers to.
+
+    Asked by several steps about the same mail: looked up once per transaction.
+    """
+    return remembered(
+        session, ("referenced", incoming.inbound_id), lambda: _referenced(session, incoming)
+    )
+
+
+def _referenced(session: Session, incoming: Incoming) -> Referenced | None:
     ids = _candidate_ids(incoming)
     if not ids:
         return None
-    by_id = {row.message_id: row for row in session.execute(_REFERENCED, {"ids": ids})}
+    by_id: dict[str, Any] = {}
+    for row in session.execute(_REFERENCED, {"ids": ids}):
+        if row.message_id not in by_id or not row.to_operators:  # the conversation's first
+            by_id[row.message_id] = row
     for candidate in ids:
         if candidate in by_id:
-            return _ref(by_id[candidate]), candidate
+            row = by_id[candidate]
+            return Referenced(_ref(row), candidate, bool(row.to_operators))
     return None
 
 
@@ -70,8 +96,8 @@ def thread(session: Session, incoming: Incoming, people: People, config: Config)
     facts = ThreadFacts(
         kind=incoming.screening.kind,
         from_own_address=bool(sender and config.base_address(sender)),
-        referenced=referenced[0] if referenced else None,
-        referenced_message_id=referenced[1] if referenced else "",
+        referenced=referenced.ticket if referenced else None,
+        referenced_message_id=referenced.message_id if referenced else "",
     )
     if referenced is None:
         # A reference decides before any tag does: the tag is looked up only without one.
