@@ -479,7 +479,7 @@ def test_a_big_mail_is_hashed_off_the_event_loop(
 ) -> None:
     """While a big mail's dedupe key is computed, the loop goes on serving other clients."""
     from mailsupport.core.dedupe import dedupe_key
-    from mailsupport.db import inbox
+    from mailsupport.db import rawmail
     from mailsupport.intake.writer import HASH_ON_LOOP_LIMIT
 
     threads: dict[int, str] = {}
@@ -488,7 +488,7 @@ def test_a_big_mail_is_hashed_off_the_event_loop(
         threads[len(raw)] = threading.current_thread().name
         return dedupe_key(raw)
 
-    monkeypatch.setattr(inbox, "dedupe_key", recording)
+    monkeypatch.setattr(rawmail, "dedupe_key", recording)
     small = _crlf(make_mail(message_id="<small@customer.test>"))
     big = _crlf(make_mail(message_id="<big@customer.test>")) + b"x\r\n" * HASH_ON_LOOP_LIMIT
     for raw in (small, big):
