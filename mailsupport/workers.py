@@ -4,6 +4,10 @@ Each worker processes the backlog, then whatever new mail wakes it, and sweeps a
 interval. The pool replaces a worker that dies (the OOM killer, a crash in a C extension, a
 stray SIGKILL): the listener goes on answering 250 whatever happens to the workers, so mail
 would otherwise pile up unprocessed with nothing but a daemon restart to save it.
+
+Workers die with the daemon (lifeline.py). The kernel ties a worker to the thread that started
+it, not to the process, so every worker is started by the pool's watcher thread, which ends only
+once every worker has.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mailsupport.clock import Clock
 from mailsupport.config import Config
 from mailsupport.db.inbox import Share
 from mailsupport.errors import StorageError
+from mailsupport.lifeline import die_with_parent
 from mailsupport.logs import setup_logging
 from mailsupport.pipeline.runner import Pipeline
 
@@ -125,13 +130,18 @@ def _open_worker_app(config: Config, signals: Signals, clock: Clock | None) -> A
     return None
 
 
-def _worker_process_main(config: Config, signals: Signals, share: Share) -> None:
+def _worker_process_main(config: Config, signals: Signals, share: Share, parent: int) -> None:
+    # First of all: a worker whose daemon is gone must not start working for another.
+    orphan = not die_with_parent(parent)
+    setup_logging(logging.INFO)
+    if orphan:
+        log.warning("the daemon (pid %s) ended before this worker started: exiting", parent)
+        return
     # A worker is stopped through its event; a Ctrl-C or a stop signal sent to the daemon's
     # whole process group (systemd does) must not kill it half-way through a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    setup_logging(logging.INFO)
-    parent = os.getppid()
+    # Where the kernel cannot kill it with its parent (not Linux), it watches for itself.
     threading.Thread(target=_exit_with_parent, args=(parent, signals), daemon=True).start()
     run_worker(config, signals, share)
 
@@ -194,24 +204,30 @@ class WorkerPool:
         self._stop: Event = self._context.Event()
         self.outbox: Event = Wakeup(self._context)  # set when a worker has queued mail
         self._slots: list[_Slot] = []
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # no worker is started any more
+        self._done = threading.Event()  # every worker has ended: the watcher may too
+        self._launching = threading.Lock()  # a start and the stop never overlap
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
         count = self.config.pipeline.workers
         for number in range(count):
             signals = Signals(self._stop, Wakeup(self._context), self.outbox)
-            slot = _Slot(Share(number, count), signals)
-            self._slots.append(slot)
-            self._launch(slot)
-        if self._slots:
-            self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
-            self._watcher.start()
+            self._slots.append(_Slot(Share(number, count), signals))
+        if not self._slots:
+            return
+        self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+        self._watcher.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
 
     def _launch(self, slot: _Slot) -> None:
         name = f"pipeline-{slot.share.index}"
         if self._processes:
-            args: tuple[Any, ...] = (self.config, slot.signals, slot.share)
+            args: tuple[Any, ...] = (self.config, slot.signals, slot.share, os.getpid())
             slot.worker = self._context.Process(
                 target=_worker_process_main, args=args, name=name, daemon=True
             )
@@ -223,9 +239,20 @@ class WorkerPool:
         slot.dead_since = None
 
     def _watch(self) -> None:
-        while not self._stopping.wait(WATCH_SECONDS):
+        try:
             for slot in self._slots:
-                self._check(slot, time.monotonic())
+                self._launch(slot)
+        except BaseException as exc:
+            self._start_error = exc
+            return
+        finally:
+            self._started.set()
+        while not self._done.wait(WATCH_SECONDS):
+            for slot in self._slots:
+                try:
+                    self._check(slot, time.monotonic())
+                except Exception:
+                    log.exception("watching pipeline worker %d failed", slot.share.index + 1)
 
     def _check(self, slot: _Slot, now: float) -> None:
         if slot.worker.is_alive():
@@ -240,9 +267,10 @@ class WorkerPool:
                 "" if code is None else f" (exit code {code})",
                 delay,
             )
-        if now >= slot.restarts.due and not self._stopping.is_set():
-            self._launch(slot)
-            slot.signals.wake.set()  # whatever was stored meanwhile
+        with self._launching:
+            if now >= slot.restarts.due and not self._stopping.is_set():
+                self._launch(slot)
+                slot.signals.wake.set()  # whatever was stored meanwhile
 
     def wake(self) -> None:
         for slot in self._slots:
@@ -250,16 +278,19 @@ class WorkerPool:
 
     def stop(self) -> None:
         """Let every worker finish its message and end; none is started again."""
-        self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=10)
-            self._watcher = None
+        with self._launching:
+            self._stopping.set()
         self._stop.set()
         self.wake()
         for slot in self._slots:
             if slot.worker is not None:
                 slot.worker.join(timeout=STOP_TIMEOUT)
                 self._kill_if_stuck(slot)
+        # Only now: a worker outliving the thread that started it would be killed with it.
+        self._done.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+            self._watcher = None
         self._slots.clear()
 
     def _kill_if_stuck(self, slot: _Slot) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import signal
 import smtplib
 import socket
@@ -249,3 +251,66 @@ def test_a_start_that_fails_stops_what_it_had_started(sqlite_url: str) -> None:
     assert multiprocessing.active_children() == []
     left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
     assert left == []
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _children(pid: int) -> set[int]:
+    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    return {child for child in pids if _parent_of(child) == pid}
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's new parent may never reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _none_running(pids: set[int]) -> bool:
+    return not any(_running(pid) for pid in pids)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_die_with_a_daemon_killed_right_after_its_start(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """``kill -9`` of serve as soon as it listens: none of its processes works on as an orphan."""
+    port = _free_port()
+    config_file = str(
+        write_config(tmp_path / "c.toml", config_data(sqlite_url, smtp={"port": port}))
+    )
+    children: set[int] = set()
+    try:
+        for _ in range(3):
+            children.update(_kill_as_soon_as_it_listens(config_file, port))
+            wait_for(functools.partial(_none_running, children), timeout=15)
+    finally:
+        for pid in children:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _kill_as_soon_as_it_listens(config_file: str, port: int) -> set[int]:
+    """Start serve, ``kill -9`` it the moment its port opens; its children at that moment."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailsupport", "-c", config_file, "serve"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _connectable(port) or process.poll() is not None, 60, 0.005)
+        children = _children(process.pid)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert children, "serve had started no worker by the time it listened"
+    return children
+
