@@ -7,6 +7,10 @@ mail stored while the daemon was down (or by the gateway) is processed too. The 
 (APScheduler) runs the outbox sender at an interval, and at once when a worker has queued mail.
 Each IMAP account has a poller thread that stores into the inbox and wakes the workers the
 same way the listener's writer does.
+
+A daemon is its ``[daemon] instance`` across restarts. It holds that instance's lock while it
+runs, and on start frees at once what an earlier run of it held (outbound mail being sent):
+that run is dead, and its leases are for other daemons.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.engine import checkpoint, is_sqlite
 from mailsupport.db.inbox import Stored
+from mailsupport.db.instance import InstanceLock, Owner
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
 from mailsupport.intake.writer import InboxWriter
-from mailsupport.outbound.sender import OutboxSender
+from mailsupport.outbound.sender import OutboxSender, release_previous_claims
 from mailsupport.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -91,6 +96,8 @@ class Daemon:
         self._send_outbox: _OneAtATime | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._waker: threading.Thread | None = None
+        self._lock: InstanceLock | None = None
+        self.owner: Owner | None = None
         self.smtp_address: tuple[str, int] | None = None
 
     def start(self) -> None:
@@ -112,6 +119,7 @@ class Daemon:
 
     def _start_all(self) -> None:
         self.app = open_app(self.config, clock=self.clock, migrate=True, auto_checkpoint=False)
+        self._take_over()
         self._workers.start()
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)
         self._writer.start()
@@ -122,9 +130,24 @@ class Daemon:
         if self.config.smtp.enabled:
             self._start_listener()
 
+    def _take_over(self) -> None:
+        """Become this instance: its lock, then what earlier runs of it left held."""
+        assert self.app is not None
+        self._lock = InstanceLock(self.app.engine, self.config.instance)
+        self._lock.acquire()
+        self.owner = Owner(self.config.instance, self.clock.now())
+        with self.app.factory.begin() as session:
+            outbound = release_previous_claims(session, self.owner, self.clock.now())
+        if outbound:
+            log.info(
+                "took back what the previous run of %s held: %d outbound message(s)",
+                self.owner.instance,
+                outbound,
+            )
+
     def _start_scheduler(self) -> None:
         assert self.app is not None
-        sender = OutboxSender(self.app.factory, self.config, self.clock)
+        sender = OutboxSender(self.app.factory, self.config, self.clock, owner=self.owner)
         self._send_outbox = _OneAtATime(sender.send_due)
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
@@ -204,6 +227,9 @@ class Daemon:
             self._scheduler = None
         if self._waker is not None:
             self._waker.join()  # it may be sending, as a scheduler job may: let it finish
+        if self._lock is not None:
+            self._lock.release()  # only now: nothing of this run is working any more
+            self._lock = None
         if self.app is not None:
             self.app.close()
 

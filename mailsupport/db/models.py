@@ -321,6 +321,10 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
     coalesce_key: Mapped[str | None] = mapped_column(String(64))
+    # Whose sender holds it while next_attempt_at is its lease: a daemon's instance id and
+    # when it started. The same daemon started again takes its rows back at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_started: Mapped[datetime | None]
 
     recipients: Mapped[list[OutboxRecipient]] = relationship(
         lazy="selectin", order_by="OutboxRecipient.id", cascade="all, delete-orphan"
