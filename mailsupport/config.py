@@ -122,6 +122,11 @@ class PipelineConfig:
     # others (sharing a PostgreSQL database) process it.
     workers: int = 1
     poll_interval: float = 2.0  # seconds between backlog checks when nothing signals new mail
+    # A worker still on one message after this many seconds is killed, as one that died.
+    message_timeout: float = 60.0
+    # A message in hand when its worker died this many times is quarantined.
+    deaths_before_quarantine: int = 3
+    worker_memory_limit: int = 0  # megabytes of address space for each worker; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -440,7 +445,13 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
     ),
     "pipeline": (
         PipelineConfig,
-        {"workers": _non_negative_int, "poll_interval": _positive_float},
+        {
+            "workers": _non_negative_int,
+            "poll_interval": _positive_float,
+            "message_timeout": _positive_float,
+            "deaths_before_quarantine": _positive_int,
+            "worker_memory_limit": _non_negative_int,
+        },
     ),
     "daemon": (DaemonConfig, {"instance": _instance}),
 }

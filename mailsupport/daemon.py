@@ -9,8 +9,8 @@ Each IMAP account has a poller thread that stores into the inbox and wakes the w
 same way the listener's writer does.
 
 A daemon is its ``[daemon] instance`` across restarts. It holds that instance's lock while it
-runs, and on start frees at once what an earlier run of it held (outbound mail being sent):
-that run is dead, and its leases are for other daemons.
+runs, and on start frees at once what an earlier run of it held (stored mail in a worker's
+hands, outbound mail being sent): that run is dead, and its leases are for other daemons.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.engine import checkpoint, is_sqlite
 from mailsupport.db.inbox import Stored
+from mailsupport.db.inhand import release_previous
 from mailsupport.db.instance import InstanceLock, Owner
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
@@ -120,7 +121,7 @@ class Daemon:
     def _start_all(self) -> None:
         self.app = open_app(self.config, clock=self.clock, migrate=True, auto_checkpoint=False)
         self._take_over()
-        self._workers.start()
+        self._workers.start(self.owner)
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)
         self._writer.start()
         if self.config.imap:
@@ -137,11 +138,13 @@ class Daemon:
         self._lock.acquire()
         self.owner = Owner(self.config.instance, self.clock.now())
         with self.app.factory.begin() as session:
+            stored = release_previous(session, self.owner)
             outbound = release_previous_claims(session, self.owner, self.clock.now())
-        if outbound:
+        if stored or outbound:
             log.info(
-                "took back what the previous run of %s held: %d outbound message(s)",
+                "took back what the previous run of %s held: %d stored, %d outbound message(s)",
                 self.owner.instance,
+                stored,
                 outbound,
             )
 

@@ -149,6 +149,13 @@ class Inbound(Base):
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(Text)  # what processing did, in words
     queue: Mapped[str | None] = mapped_column(String(64))  # set by a channel that decides it (IMAP)
+    # Taken in hand by a worker and not finished with: counted before the work starts, so that
+    # mail that kills its worker is found out. See db/inhand.py.
+    takes: Mapped[int] = mapped_column(Integer, default=0)
+    taken_by: Mapped[str | None] = mapped_column(String(255))  # the daemon's instance id
+    taken_started: Mapped[datetime | None]  # when that daemon started
+    taken_slot: Mapped[int | None] = mapped_column(Integer)  # which of its workers
+    taken_until: Mapped[datetime | None]  # other daemons leave it alone until then
 
     __table_args__ = (Index("ix_inbound_state_id", "state", "id"),)
 
