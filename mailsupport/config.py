@@ -7,12 +7,14 @@ a line sees exactly which one.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 IDLE_REFRESH_MAX = 1500.0  # seconds: well inside the 29 minutes after which servers end IDLE
+INSTANCE_MAX = 200  # characters of daemon.instance, stored with every claim
+_PASSWORD_RE = re.compile(r"(//[^/:@]*):[^/@]*@")
 LANGUAGES = ("en", "ru")
 
 
@@ -130,6 +134,19 @@ class PipelineConfig:
     # Automatic mail that is no bounce or auto-reply (Auto-Submitted: auto-generated, such as a
     # ticket system's notices) and matches no ticket: "ticket" opens one, "drop" keeps it aside.
     automatic_mail: str = "ticket"
+    # A worker still on one message after this many seconds is killed, as one that died.
+    message_timeout: float = 60.0
+    # A message in hand when its worker died this many times is quarantined.
+    deaths_before_quarantine: int = 3
+    worker_memory_limit: int = 0  # megabytes of address space for each worker; 0: no limit
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    # Who this daemon is across its restarts; empty: the host name and the config file (or,
+    # without one, the database). A daemon started again frees at once what the one before
+    # it held, so no two daemons running at once may share it.
+    instance: str = ""
 
 
 IMAP_AFTER_HELP = "must be move:<folder>, flag or delete"
@@ -189,9 +206,23 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
     queues: Mapping[str, str] = field(default_factory=dict)  # extra address -> queue name
     imap: tuple[ImapAccount, ...] = ()
     source: str = "built-in defaults"
+    path: str = ""  # the config file, absolute; empty for a config built in memory
+
+    @property
+    def instance(self) -> str:
+        """``daemon.instance``, or the host name and the config file (else the database)."""
+        if self.daemon.instance:
+            return self.daemon.instance
+        where = self.path or _PASSWORD_RE.sub(r"\1@", self.database.url)
+        name = f"{socket.gethostname()}:{where}"
+        if len(name) <= INSTANCE_MAX:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return f"{name[: INSTANCE_MAX - 17]}~{digest}"
 
     @property
     def support_addresses(self) -> frozenset[str]:
@@ -347,6 +378,13 @@ def _statuses(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _instance(value: Any) -> str:
+    text = _optional_string(value)
+    if len(text) > INSTANCE_MAX or any(not c.isprintable() for c in text):
+        raise ValueError(f"must be at most {INSTANCE_MAX} printable characters")
+    return text
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
@@ -426,8 +464,12 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
             "workers": _non_negative_int,
             "poll_interval": _positive_float,
             "automatic_mail": _choice("ticket", "drop"),
+            "message_timeout": _positive_float,
+            "deaths_before_quarantine": _positive_int,
+            "worker_memory_limit": _non_negative_int,
         },
     ),
+    "daemon": (DaemonConfig, {"instance": _instance}),
 }
 
 
@@ -671,4 +713,4 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"Cannot read config file {file}: {exc}.") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {file} is not valid TOML: {exc}.") from exc
-    return build_config(data, source=str(file))
+    return replace(build_config(data, source=str(file)), path=str(file.resolve()))

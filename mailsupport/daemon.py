@@ -7,6 +7,10 @@ mail stored while the daemon was down (or by the gateway) is processed too. The 
 (APScheduler) runs the outbox sender at an interval, and at once when a worker has queued mail.
 Each IMAP account has a poller thread that stores into the inbox and wakes the workers the
 same way the listener's writer does.
+
+A daemon is its ``[daemon] instance`` across restarts. It holds that instance's lock while it
+runs, and on start frees at once what an earlier run of it held (stored mail in a worker's
+hands, outbound mail being sent): that run is dead, and its leases are for other daemons.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from mailsupport.clock import Clock, SystemClock
 from mailsupport.config import Config
 from mailsupport.db.engine import checkpoint, driver_message, is_busy, is_sqlite
 from mailsupport.db.inbox import Stored
+from mailsupport.db.inhand import release_previous
+from mailsupport.db.instance import InstanceLock, Owner
 from mailsupport.intake.imap import ImapIntake
 from mailsupport.intake.smtp import Listener
 from mailsupport.intake.writer import InboxWriter
-from mailsupport.outbound.sender import OutboxSender
+from mailsupport.outbound.sender import OutboxSender, release_previous_claims
 from mailsupport.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -123,6 +129,8 @@ class Daemon:
         self._send_outbox: _OneAtATime | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._waker: threading.Thread | None = None
+        self._lock: InstanceLock | None = None
+        self.owner: Owner | None = None
         self.smtp_address: tuple[str, int] | None = None
 
     def start(self) -> None:
@@ -145,7 +153,8 @@ class Daemon:
     def _start_all(self) -> None:
         self.app = open_app(self.config, clock=self.clock, migrate=True, auto_checkpoint=False)
         prepare_queues(self.app)
-        self._workers.start()
+        self._take_over()
+        self._workers.start(self.owner)
         self._writer = InboxWriter(self.app.factory, self.clock, on_stored=self._on_stored)
         self._writer.start()
         if self.config.imap:
@@ -155,9 +164,26 @@ class Daemon:
         if self.config.smtp.enabled:
             self._start_listener()
 
+    def _take_over(self) -> None:
+        """Become this instance: its lock, then what earlier runs of it left held."""
+        assert self.app is not None
+        self._lock = InstanceLock(self.app.engine, self.config.instance)
+        self._lock.acquire()
+        self.owner = Owner(self.config.instance, self.clock.now())
+        with self.app.factory.begin() as session:
+            stored = release_previous(session, self.owner)
+            outbound = release_previous_claims(session, self.owner, self.clock.now())
+        if stored or outbound:
+            log.info(
+                "took back what the previous run of %s held: %d stored, %d outbound message(s)",
+                self.owner.instance,
+                stored,
+                outbound,
+            )
+
     def _start_scheduler(self) -> None:
         assert self.app is not None
-        sender = OutboxSender(self.app.factory, self.config, self.clock)
+        sender = OutboxSender(self.app.factory, self.config, self.clock, owner=self.owner)
         self._send_outbox = _OneAtATime(_WhileBusy(sender.send_due))
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
@@ -240,6 +266,9 @@ class Daemon:
             self._scheduler = None
         if self._waker is not None:
             self._waker.join()  # it may be sending, as a scheduler job may: let it finish
+        if self._lock is not None:
+            self._lock.release()  # only now: nothing of this run is working any more
+            self._lock = None
         if self.app is not None:
             self.app.close()
 

@@ -3,7 +3,14 @@
 Each worker processes the backlog, then whatever new mail wakes it, and sweeps again at the poll
 interval. The pool replaces a worker that dies (the OOM killer, a crash in a C extension, a
 stray SIGKILL): the listener goes on answering 250 whatever happens to the workers, so mail
-would otherwise pile up unprocessed with nothing but a daemon restart to save it.
+would otherwise pile up unprocessed with nothing but a daemon restart to save it. A worker on
+one message for longer than ``[pipeline] message_timeout`` is killed the same way; the mail it
+had in hand is counted against (pipeline/runner.py), so one that keeps killing its worker ends
+up quarantined instead of stopping all processing.
+
+Workers die with the daemon (lifeline.py). The kernel ties a worker to the thread that started
+it, not to the process, so every worker is started by the pool's watcher thread, which ends only
+once every worker has.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +30,10 @@ from mailsupport.app import App, open_app
 from mailsupport.clock import Clock
 from mailsupport.config import Config
 from mailsupport.db.inbox import Share
+from mailsupport.db.inhand import Holder
+from mailsupport.db.instance import Owner
 from mailsupport.errors import StorageError
+from mailsupport.lifeline import die_with_parent, limit_memory
 from mailsupport.logs import setup_logging
 from mailsupport.pipeline.runner import Pipeline
 
@@ -82,27 +93,73 @@ class Signals:
     outbox: Event  # a worker queued outbound mail
 
 
+class Since(Protocol):
+    """Since when (``time.monotonic``) a worker has been on its message; 0.0 when on none.
+
+    A double in shared memory for a worker process (the clock is the system's, the same in
+    every process); a plain attribute for a thread.
+    """
+
+    value: float
+
+
+class _SinceInThread:
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
+def _in_hand(since: Since | None) -> Callable[[bool], None]:
+    def mark(busy: bool) -> None:
+        if since is not None:
+            since.value = time.monotonic() if busy else 0.0
+
+    return mark
+
+
+@dataclass(frozen=True)
+class Place:
+    """What a worker is told of its place in the pool."""
+
+    share: Share
+    holder: Holder | None = None  # who it takes mail in hand as
+    since: Since | None = None  # where it tells its supervisor what it is on
+
+
 def run_worker(
-    config: Config, signals: Signals, share: Share | None = None, clock: Clock | None = None
+    config: Config,
+    signals: Signals,
+    share: Share | None = None,
+    clock: Clock | None = None,
+    place: Place | None = None,
 ) -> None:
     """A pipeline worker's life: process the backlog, then whatever new mail wakes it."""
+    place = place or Place(share or Share())
     app = _open_worker_app(config, signals, clock)
     if app is None:
         return
-    pipeline = Pipeline(app.factory, app.config, app.clock)
-    place = share or Share()
-    log.info("pipeline worker %d of %d ready", place.index + 1, place.of)
+    pipeline = Pipeline(
+        app.factory, app.config, app.clock, holder=place.holder, in_hand=_in_hand(place.since)
+    )
+    log.info("pipeline worker %d of %d ready", place.share.index + 1, place.share.of)
     try:
         while not signals.stop.is_set():
             signals.wake.clear()
             try:
-                if pipeline.process_pending(share=share):
+                if pipeline.process_pending(share=place.share):
                     signals.outbox.set()
             except Exception:
                 log.exception("pipeline sweep failed; retrying after the poll interval")
             signals.wake.wait(config.pipeline.poll_interval)
     finally:
+        _put_back(pipeline)
         app.close()
+
+
+def _put_back(pipeline: Pipeline) -> None:
+    try:
+        pipeline.release_unfinished()
+    except Exception:
+        log.exception("pipeline worker could not put back the mail it did not finish")
 
 
 def _open_worker_app(config: Config, signals: Signals, clock: Clock | None) -> App | None:
@@ -125,15 +182,21 @@ def _open_worker_app(config: Config, signals: Signals, clock: Clock | None) -> A
     return None
 
 
-def _worker_process_main(config: Config, signals: Signals, share: Share) -> None:
+def _worker_process_main(config: Config, signals: Signals, place: Place, parent: int) -> None:
+    # First of all: a worker whose daemon is gone must not start working for another.
+    orphan = not die_with_parent(parent)
+    setup_logging(logging.INFO)
+    if orphan:
+        log.warning("the daemon (pid %s) ended before this worker started: exiting", parent)
+        return
+    limit_memory(config.pipeline.worker_memory_limit)
     # A worker is stopped through its event; a Ctrl-C or a stop signal sent to the daemon's
     # whole process group (systemd does) must not kill it half-way through a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    setup_logging(logging.INFO)
-    parent = os.getppid()
+    # Where the kernel cannot kill it with its parent (not Linux), it watches for itself.
     threading.Thread(target=_exit_with_parent, args=(parent, signals), daemon=True).start()
-    run_worker(config, signals, share)
+    run_worker(config, signals, place=place)
 
 
 def _exit_with_parent(parent: int, signals: Signals) -> None:
@@ -174,8 +237,9 @@ class Restarts:
 class _Slot:
     """One place in the pool: its share of the mail, its wake-up, and whoever fills it now."""
 
-    def __init__(self, share: Share, signals: Signals) -> None:
-        self.share = share
+    def __init__(self, place: Place, signals: Signals) -> None:
+        self.place = place
+        self.share = place.share
         self.signals = signals
         self.worker: Any = None
         self.restarts = Restarts()
@@ -194,41 +258,71 @@ class WorkerPool:
         self._stop: Event = self._context.Event()
         self.outbox: Event = Wakeup(self._context)  # set when a worker has queued mail
         self._slots: list[_Slot] = []
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # no worker is started any more
+        self._done = threading.Event()  # every worker has ended: the watcher may too
+        self._launching = threading.Lock()  # a start and the stop never overlap
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
         self._watcher: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, owner: Owner | None = None) -> None:
+        """Start the workers, taking mail in hand as ``owner``'s (a daemon's) when given."""
         count = self.config.pipeline.workers
         for number in range(count):
             signals = Signals(self._stop, Wakeup(self._context), self.outbox)
-            slot = _Slot(Share(number, count), signals)
-            self._slots.append(slot)
-            self._launch(slot)
-        if self._slots:
-            self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
-            self._watcher.start()
+            holder = Holder(owner, number) if owner is not None else None
+            since = self._new_since()
+            self._slots.append(_Slot(Place(Share(number, count), holder, since), signals))
+        if not self._slots:
+            return
+        self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+        self._watcher.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _new_since(self) -> Since:
+        if self._processes:
+            shared: Since = self._context.Value("d", 0.0, lock=False)
+            return shared
+        return _SinceInThread()
 
     def _launch(self, slot: _Slot) -> None:
         name = f"pipeline-{slot.share.index}"
+        assert slot.place.since is not None
+        slot.place.since.value = 0.0
         if self._processes:
-            args: tuple[Any, ...] = (self.config, slot.signals, slot.share)
+            args: tuple[Any, ...] = (self.config, slot.signals, slot.place, os.getpid())
             slot.worker = self._context.Process(
                 target=_worker_process_main, args=args, name=name, daemon=True
             )
         else:
-            args = (self.config, slot.signals, slot.share, self.clock)
+            args = (self.config, slot.signals, slot.share, self.clock, slot.place)
             slot.worker = threading.Thread(target=run_worker, args=args, name=name, daemon=True)
         slot.worker.start()
         slot.restarts.started(time.monotonic())
         slot.dead_since = None
 
     def _watch(self) -> None:
-        while not self._stopping.wait(WATCH_SECONDS):
+        try:
             for slot in self._slots:
-                self._check(slot, time.monotonic())
+                self._launch(slot)
+        except BaseException as exc:
+            self._start_error = exc
+            return
+        finally:
+            self._started.set()
+        # Often enough that a short time limit is kept to within a quarter.
+        interval = min(WATCH_SECONDS, self.config.pipeline.message_timeout / 4)
+        while not self._done.wait(interval):
+            for slot in self._slots:
+                try:
+                    self._check(slot, time.monotonic())
+                except Exception:
+                    log.exception("watching pipeline worker %d failed", slot.share.index + 1)
 
     def _check(self, slot: _Slot, now: float) -> None:
-        if slot.worker.is_alive():
+        if slot.worker.is_alive() and not self._over_time(slot, now):
             return
         if slot.dead_since is None:
             slot.dead_since = now
@@ -240,9 +334,26 @@ class WorkerPool:
                 "" if code is None else f" (exit code {code})",
                 delay,
             )
-        if now >= slot.restarts.due and not self._stopping.is_set():
-            self._launch(slot)
-            slot.signals.wake.set()  # whatever was stored meanwhile
+        with self._launching:
+            if now >= slot.restarts.due and not self._stopping.is_set():
+                self._launch(slot)
+                slot.signals.wake.set()  # whatever was stored meanwhile
+
+    def _over_time(self, slot: _Slot, now: float) -> bool:
+        """Kill a worker process on one message past the time limit; True once it is dead."""
+        since = slot.place.since.value if slot.place.since is not None else 0.0
+        limit = self.config.pipeline.message_timeout
+        if not since or now - since <= limit or not self._processes:
+            return False  # a thread cannot be killed: the limit is for worker processes
+        log.error(
+            "pipeline worker %d has been on one message for over %g s "
+            "(pipeline.message_timeout): killing it",
+            slot.share.index + 1,
+            limit,
+        )
+        slot.worker.kill()
+        slot.worker.join(timeout=5)
+        return not slot.worker.is_alive()
 
     def wake(self) -> None:
         for slot in self._slots:
@@ -250,16 +361,19 @@ class WorkerPool:
 
     def stop(self) -> None:
         """Let every worker finish its message and end; none is started again."""
-        self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=10)
-            self._watcher = None
+        with self._launching:
+            self._stopping.set()
         self._stop.set()
         self.wake()
         for slot in self._slots:
             if slot.worker is not None:
                 slot.worker.join(timeout=STOP_TIMEOUT)
                 self._kill_if_stuck(slot)
+        # Only now: a worker outliving the thread that started it would be killed with it.
+        self._done.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+            self._watcher = None
         self._slots.clear()
 
     def _kill_if_stuck(self, slot: _Slot) -> None:

@@ -21,6 +21,7 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
     assert example.notifications == defaults.notifications
     assert example.limits == defaults.limits
     assert example.pipeline == defaults.pipeline
+    assert example.daemon == defaults.daemon
 
 
 @pytest.mark.parametrize(

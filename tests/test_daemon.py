@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
 import smtplib
 import socket
@@ -18,9 +20,10 @@ import pytest
 
 from mailsupport import workers
 from mailsupport.app import open_app
-from mailsupport.config import build_config
+from mailsupport.config import build_config, load_config
 from mailsupport.daemon import Daemon
 from mailsupport.db.inbox import RawMail, store_one
+from mailsupport.errors import ConfigError
 
 from _fixtures import config_data, write_config
 from sink import Sink, SinkHandler
@@ -293,3 +296,156 @@ def test_a_database_locked_by_another_process_is_one_warning_then_one_info(
     assert "outbox: the database is locked by another connection (database is locked)" in loud[0][1]
     freed = [m for m in caplog.messages if "outbox: the database is free again" in m]
     assert len(freed) == 1
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _children(pid: int) -> set[int]:
+    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    return {child for child in pids if _parent_of(child) == pid}
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's new parent may never reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _none_running(pids: set[int]) -> bool:
+    return not any(_running(pid) for pid in pids)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_die_with_a_daemon_killed_right_after_its_start(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """``kill -9`` of serve as soon as it listens: none of its processes works on as an orphan."""
+    port = _free_port()
+    config_file = str(
+        write_config(tmp_path / "c.toml", config_data(sqlite_url, smtp={"port": port}))
+    )
+    children: set[int] = set()
+    try:
+        for _ in range(3):
+            children.update(_kill_as_soon_as_it_listens(config_file, port))
+            wait_for(functools.partial(_none_running, children), timeout=15)
+    finally:
+        for pid in children:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _kill_as_soon_as_it_listens(config_file: str, port: int) -> set[int]:
+    """Start serve, ``kill -9`` it the moment its port opens; its children at that moment."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailsupport", "-c", config_file, "serve"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _connectable(port) or process.poll() is not None, 60, 0.005)
+        children = _children(process.pid)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert children, "serve had started no worker by the time it listened"
+    return children
+
+
+class _StallingHandler(SinkHandler):
+    """A relay that never answers the first DATA: the sender waits in it, holding its claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if not self.holding.is_set():
+            self.holding.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+            return "451 4.3.0 gone"  # its client was killed long ago
+        return await super().handle_DATA(server, session, envelope)  # type: ignore[arg-type]
+
+
+def _serve(config_file: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailsupport", "-c", config_file, "serve"],
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_a_daemon_killed_while_sending_sends_at_once_when_started_again(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Its own claims do not wait out the lease meant for other daemons (4 minutes here)."""
+    relay = Sink()
+    handler = _StallingHandler()
+    relay.handler = handler
+    relay.start()
+    port = _free_port()
+    data = config_data(sqlite_url, smtp={"port": port}, relay={"port": relay.port, "timeout": 60.0})
+    config_file = str(write_config(tmp_path / "c.toml", data))
+    process = _serve(config_file)
+    try:
+        wait_for(lambda: _connectable(port) or process.poll() is not None, timeout=60)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.sendmail("carol@customer.test", ["support@example.com"], make_mail())
+        assert handler.holding.wait(60)  # the acknowledgement is claimed, and on the wire
+        process.kill()
+        process.wait(timeout=30)
+        handler.release.set()
+        process = _serve(config_file)
+        wait_for(lambda: relay.to("carol@customer.test"), timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        relay.stop()
+    assert code == 0
+    [ack] = relay.to("carol@customer.test")
+    assert "[ACME #1]" in ack.message["Subject"]
+
+
+def test_a_second_daemon_as_the_same_instance_is_refused_in_one_line(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    port = _free_port()
+    config_file = str(
+        write_config(tmp_path / "c.toml", config_data(sqlite_url, smtp={"port": port}))
+    )
+    first = _serve(config_file)
+    try:
+        wait_for(lambda: _connectable(port) or first.poll() is not None, timeout=60)
+        second = _serve(config_file)
+        _out, err = second.communicate(timeout=60)
+        assert second.returncode == 1
+        lines = [line for line in err.decode().splitlines() if "INFO" not in line]
+        assert lines == [
+            f"Another mailsupport daemon is running as instance "
+            f"'{socket.gethostname()}:{Path(config_file).resolve()}' (daemon.instance)."
+        ]
+        assert first.poll() is None and _connectable(port)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+
+
+def test_a_daemon_is_its_host_and_config_file_unless_named(tmp_path: Path) -> None:
+    host = socket.gethostname()
+    config_file = write_config(tmp_path / "c.toml", {"smtp": {"port": 2525}})
+    assert load_config(config_file).instance == f"{host}:{config_file.resolve()}"
+    url = {"database": {"url": "postgresql+psycopg://ms:s3cret@db/ms"}}
+    assert build_config(url, env={}).instance == f"{host}:postgresql+psycopg://ms@db/ms"
+    named = {"daemon": {"instance": "mx1"}}
+    assert build_config(named, env={}).instance == "mx1"
+    with pytest.raises(ConfigError, match=r"^Invalid config: daemon.instance must be at most"):
+        build_config({"daemon": {"instance": "two\nlines"}}, env={})

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from mailsupport.app import App, open_app
 from mailsupport.clock import FrozenClock
 from mailsupport.config import Config, build_config
+from mailsupport.daemon import Daemon
 from mailsupport.db.engine import checkpoint, read_session
 from mailsupport.db.inbox import RawMail, Share, store_many
+from mailsupport.db.inhand import Holder, release_previous, take
+from mailsupport.db.instance import Owner
 from mailsupport.db.models import Inbound, InboundState
 from mailsupport.pipeline.runner import ORPHANED_AFTER, Pipeline
 from mailsupport.workers import Restarts, Signals, run_worker
@@ -136,3 +142,162 @@ def test_a_worker_that_keeps_dying_is_restarted_later_and_later() -> None:
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
     # A worker that ran a good while before it died gets the first, short delay again.
     assert restarts.died(now + 3600) == 1.0
+
+
+# --- mail in a worker's hands -------------------------------------------------------------
+
+
+def _holder(instance: str, started: datetime, slot: int = 0) -> Holder:
+    return Holder(Owner(instance, started), slot)
+
+
+def _inbound(app: App, inbound_id: int) -> Inbound:
+    with app.factory() as session:
+        return session.get_one(Inbound, inbound_id)
+
+
+def _take(app: App, ids: list[int], holder: Holder, lease: timedelta) -> dict[int, int]:
+    with app.factory.begin() as session:
+        return take(session, ids, holder, app.clock.now(), lease)
+
+
+def test_a_restarted_daemon_takes_back_at_once_what_its_previous_run_held(
+    app: App, clock: FrozenClock
+) -> None:
+    [held] = _store(app, 1)
+    before = _holder("host:/etc/mailsupport.toml", clock.now() - timedelta(minutes=5))
+    assert _take(app, [held], before, timedelta(hours=1)) == {held: 0}  # then killed
+
+    # Another daemon leaves it alone for the lease; so would this one without its release.
+    stranger = Pipeline(app.factory, app.config, clock, holder=_holder("other:/x", clock.now()))
+    again = _holder(before.owner.instance, clock.now())
+    restarted = Pipeline(app.factory, app.config, clock, holder=again)
+    assert stranger.process_pending() == 0
+    assert restarted.process_pending() == 0
+
+    with app.factory.begin() as session:
+        assert release_previous(session, again.owner) == 1
+    assert restarted.process_pending() == 1
+    row = _inbound(app, held)
+    assert row.state == InboundState.PROCESSED
+    assert row.takes == 2  # the previous run's worker died with it in hand once
+
+
+def test_mail_held_by_another_daemon_is_taken_once_its_lease_has_run_out(
+    app: App, clock: FrozenClock
+) -> None:
+    [held] = _store(app, 1)
+    _take(app, [held], _holder("gone:/x", clock.now()), timedelta(minutes=3))
+    pipeline = Pipeline(app.factory, app.config, clock, holder=_holder("here:/y", clock.now()))
+    assert pipeline.process_pending() == 0
+    clock.advance(timedelta(minutes=3, seconds=1))
+    assert pipeline.process_pending() == 1
+    assert _inbound(app, held).state == InboundState.PROCESSED
+
+
+def test_mail_put_back_after_a_database_error_is_not_counted_as_a_death(
+    app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [inbound_id] = _store(app, 1)
+    pipeline = Pipeline(app.factory, app.config, clock, holder=_holder("here:/y", clock.now()))
+    real_apply = Pipeline._apply_batch
+
+    def locked(self: Pipeline, batch: Any) -> Any:
+        raise OperationalError("INSERT", None, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(Pipeline, "_apply_batch", locked)
+    for _ in range(app.config.pipeline.deaths_before_quarantine + 1):
+        assert pipeline.process_pending() == 0
+    row = _inbound(app, inbound_id)
+    assert (row.state, row.takes, row.taken_by) == (InboundState.PENDING, 0, None)
+
+    monkeypatch.setattr(Pipeline, "_apply_batch", real_apply)
+    assert pipeline.process_pending() == 1
+    assert _inbound(app, inbound_id).state == InboundState.PROCESSED
+
+
+def _slow_mail(lines: int) -> bytes:
+    """A mail of many short lines: parsing it takes seconds (a fifth of a second a million
+    lines, or more) and memory (about 90 MB a million lines)."""
+    return make_mail(sender="poison@customer.test", subject="Log output", body="x\n" * lines)
+
+
+def _states(app: App, ids: list[int]) -> list[tuple[str, str | None]]:
+    columns = select(Inbound.id, Inbound.state, Inbound.quarantine_reason)
+    with read_session(app.factory) as session:
+        rows = {r.id: r for r in session.execute(columns.where(Inbound.id.in_(ids)))}
+    return [(rows[i].state, rows[i].quarantine_reason) for i in ids]
+
+
+def test_a_mail_that_kills_its_worker_is_quarantined_and_the_mail_behind_it_processed(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed by the time limit each time it is tried; the ordinary mail behind it goes on."""
+    data = config_data(sqlite_url, pipeline={"poll_interval": 0.5, "message_timeout": 1.0})
+    config = build_config(data, env={})
+    app = open_app(config, migrate=True)
+    # Killed within 1.25 seconds of each start on it, well before it could be done.
+    raws = [_slow_mail(16_000_000)]
+    raws += [make_mail(sender=f"c{i}@customer.test", subject=f"Problem {i}") for i in range(5)]
+    with app.factory.begin() as session:
+        stored = store_many(session, [RawMail(raw, "smtp") for raw in raws], app.clock.now())
+    ids = [s.inbound_id for s in stored]
+    daemon = Daemon(config)  # real worker processes
+    daemon.start()
+    try:
+        wait_for(lambda: InboundState.PENDING not in {s for s, _ in _states(app, ids)}, 240)
+    finally:
+        daemon.stop()
+        states = _states(app, ids)
+        app.close()
+    assert states[0] == (InboundState.QUARANTINED, "worker died while processing (3 times)")
+    assert states[1:] == [(InboundState.PROCESSED, None)] * 5
+    killed = [m for m in caplog.messages if "(pipeline.message_timeout): killing it" in m]
+    assert len(killed) == 3
+
+
+def _limits(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/limits").read_text()
+    return {line[:26].strip(): line[26:].split()[0] for line in text.splitlines()[1:]}
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc (Linux)")
+def test_worker_processes_get_the_configured_address_space(sqlite_url: str) -> None:
+    data = config_data(sqlite_url, pipeline={"worker_memory_limit": 700})
+    daemon = Daemon(build_config(data, env={}))  # real worker processes
+    daemon.start()
+    try:
+        [worker] = multiprocessing.active_children()
+        assert worker.pid is not None
+        pid = worker.pid
+        wait_for(lambda: _limits(pid)["Max address space"] != "unlimited")
+        assert _limits(pid)["Max address space"] == str(700 * 1024 * 1024)
+    finally:
+        daemon.stop()
+
+
+def test_a_mail_too_big_for_the_workers_memory_is_quarantined_and_the_rest_go_on(
+    sqlite_url: str,
+) -> None:
+    """Past its address space a worker fails on its own, not the OOM killer's choice of process."""
+    data = config_data(sqlite_url, pipeline={"poll_interval": 0.5, "worker_memory_limit": 600})
+    config = build_config(data, env={})
+    app = open_app(config, migrate=True)
+    raws = [_slow_mail(8_000_000)]  # parsing it takes well over 600 MB
+    raws += [make_mail(sender=f"c{i}@customer.test", subject=f"Problem {i}") for i in range(5)]
+    with app.factory.begin() as session:
+        stored = store_many(session, [RawMail(raw, "smtp") for raw in raws], app.clock.now())
+    ids = [s.inbound_id for s in stored]
+    daemon = Daemon(config)  # real worker processes
+    daemon.start()
+    try:
+        wait_for(lambda: InboundState.PENDING not in {s for s, _ in _states(app, ids)}, 240)
+    finally:
+        daemon.stop()
+        states = _states(app, ids)
+        app.close()
+    state, reason = states[0]
+    assert state == InboundState.QUARANTINED
+    assert reason is not None
+    assert reason.startswith(("MemoryError", "worker died while processing")), reason
+    assert states[1:] == [(InboundState.PROCESSED, None)] * 5

@@ -163,6 +163,13 @@ class Inbound(Base):
     disposition: Mapped[str | None] = mapped_column(String(16))
     ticket_number: Mapped[int | None] = mapped_column(BigInteger)
     from_address: Mapped[str | None] = mapped_column(String(320))
+    # Taken in hand by a worker and not finished with: counted before the work starts, so that
+    # mail that kills its worker is found out. See db/inhand.py.
+    takes: Mapped[int] = mapped_column(Integer, default=0)
+    taken_by: Mapped[str | None] = mapped_column(String(255))  # the daemon's instance id
+    taken_started: Mapped[datetime | None]  # when that daemon started
+    taken_slot: Mapped[int | None] = mapped_column(Integer)  # which of its workers
+    taken_until: Mapped[datetime | None]  # other daemons leave it alone until then
 
     __table_args__ = (
         Index("ix_inbound_state_id", "state", "id"),
@@ -338,6 +345,10 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
     coalesce_key: Mapped[str | None] = mapped_column(String(64))
+    # Whose sender holds it while next_attempt_at is its lease: a daemon's instance id and
+    # when it started. The same daemon started again takes its rows back at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_started: Mapped[datetime | None]
 
     recipients: Mapped[list[OutboxRecipient]] = relationship(
         lazy="selectin", order_by="OutboxRecipient.id", cascade="all, delete-orphan"

@@ -4,8 +4,9 @@ Rows are claimed in a short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQ
 their next attempt a lease into the future, then sent with no transaction open, each mail's
 result committed in a transaction of its own. Several daemons therefore never send one row at
 once, the database is never locked while we wait on the network, and a crash after the claim
-only delays the mail by the lease before it is sent (with its fixed Message-ID, so a resend is
-recognisable).
+only delays the mail by the lease before another daemon sends it (with its fixed Message-ID, so
+a resend is recognisable). A claim names the daemon's instance and start: the same daemon
+started again takes its rows back at once (``release_previous_claims``).
 
 A mail's result is committed while the relay reads the next mail's MAIL FROM, so the database
 and the relay work at the same time; the next mail's data is only sent once that commit has
@@ -46,6 +47,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from mailsupport.clock import Clock, as_utc
 from mailsupport.config import Config
 from mailsupport.core.verp import bounce_address
+from mailsupport.db.instance import Owner
 from mailsupport.db.models import Outbox, OutboxRecipient, OutboxState, RecipientState, table_of
 from mailsupport.domain.settings import server_secret
 from mailsupport.outbound.failures import FailureReport
@@ -80,13 +82,42 @@ def lease_seconds(config: Config, rows: int) -> float:
     return config.relay.timeout * (2 + 2 * min(rows, LEASED_MAILS))
 
 
-class OutboxSender:
-    """Sends whatever is due; call ``send_due`` from the scheduler."""
+def release_previous_claims(session: Session, owner: Owner, now: datetime) -> int:
+    """Make due again now the rows earlier runs of this daemon claimed. Does not commit.
 
-    def __init__(self, factory: sessionmaker[Session], config: Config, clock: Clock) -> None:
+    Those runs are dead (the daemon holds its instance's lock), so nothing is being sent of
+    them; the lease is for other daemons, which cannot know that.
+    """
+    result = session.execute(
+        update(_OUTBOX)
+        .where(
+            _OUTBOX.c.state == _PENDING,
+            _OUTBOX.c.claimed_by == owner.instance,
+            _OUTBOX.c.claimed_started < owner.started,
+        )
+        .values(next_attempt_at=now, claimed_by=None, claimed_started=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class OutboxSender:
+    """Sends whatever is due; call ``send_due`` from the scheduler.
+
+    A daemon's sender has an ``owner``, named on its claims; one without (tests, tools) claims
+    anonymously, and only leases free its rows.
+    """
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        config: Config,
+        clock: Clock,
+        owner: Owner | None = None,
+    ) -> None:
         self.factory = factory
         self.config = config
         self.clock = clock
+        self.owner = owner
         self._secret: bytes | None = None
         with factory() as session:
             bind = session.get_bind()
@@ -148,6 +179,7 @@ class OutboxSender:
                 row = session.get(Outbox, item.outbox_id)
                 if row is not None and row.state == OutboxState.PENDING:
                     row.next_attempt_at = retry_at
+                    row.claimed_by = row.claimed_started = None  # a retry, no longer a lease
 
     def record(self, item: Claimed, delivery: Delivery) -> None:
         """Record any result: each recipient's reply, retries, giving up, failures reported."""
@@ -157,6 +189,7 @@ class OutboxSender:
             if row is None or row.state != OutboxState.PENDING:
                 return
             row.attempts += 1
+            row.claimed_by = row.claimed_started = None  # next_attempt_at is no longer a lease
             failed = _apply_replies(row, delivery, now)
             self._finish(session, row, failed, delivery, now)
 
@@ -222,7 +255,16 @@ class _Sweep:
                 return []
             ids = [row.id for row in rows]
             until = now + timedelta(seconds=lease_seconds(sender.config, len(rows)))
-            conn.execute(_LEASE, {"ids": ids, "until": until})
+            owner = sender.owner
+            conn.execute(
+                _LEASE,
+                {
+                    "ids": ids,
+                    "until": until,
+                    "by": owner.instance if owner else None,
+                    "started": owner.started if owner else None,
+                },
+            )
             pending: dict[int, list[str]] = defaultdict(list)
             for outbox_id, address in conn.execute(_PENDING_RECIPIENTS, {"ids": ids}):
                 pending[outbox_id].append(address)
@@ -327,12 +369,16 @@ _DUE = (
 _LEASE = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
-    .values(next_attempt_at=bindparam("until"))
+    .values(
+        next_attempt_at=bindparam("until"),
+        claimed_by=bindparam("by"),
+        claimed_started=bindparam("started"),
+    )
 )
 _RELEASE = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.state == _PENDING)
-    .values(next_attempt_at=bindparam("now"))
+    .values(next_attempt_at=bindparam("now"), claimed_by=None, claimed_started=None)
 )
 _PENDING_RECIPIENTS = (
     select(_RECIPIENTS.c.outbox_id, _RECIPIENTS.c.address)

@@ -37,4 +37,6 @@ def replay(pipeline: Pipeline, inbound_id: int) -> Outcome | None:
             raise InvalidValueError(f"Message {inbound_id} is not quarantined (it is {row.state})")
         row.state = InboundState.PENDING
         row.attempts = 0
+        row.takes = 0  # workers that died with it: replayed, it starts afresh
+        row.taken_by = None
     return pipeline.process_one(inbound_id)

@@ -9,13 +9,18 @@ A backlog is applied ``BATCH`` messages to a transaction: the commit, the claim 
 bookkeeping around each transaction cost about as much as a small message's own statements.
 A batch is all or nothing, so when one of its messages fails the batch is rolled back and its
 messages are applied again one to a transaction, where the failing one is quarantined alone.
+
+A worker takes a batch in hand (db/inhand.py) before it parses any of it, so a message that
+kills its worker is counted even though nothing else of that worker's work survives. Such a
+message is tried again alone, after a batch of others as much as after a batch of one: so only
+the culprit is quarantined once workers died with it ``deaths_before_quarantine`` times.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,6 +37,7 @@ from mailsupport.core.parse import parse_message
 from mailsupport.core.threads import Action
 from mailsupport.db.engine import read_session
 from mailsupport.db.inbox import Share, pending_ids
+from mailsupport.db.inhand import Holder, earlier_takes, release, take
 from mailsupport.db.models import (
     Disposition,
     Inbound,
@@ -168,8 +174,36 @@ def _claim(session: Session, inbound_ids: Sequence[int]) -> set[int]:
     return set(session.execute(_CLAIM, {"inbound_ids": list(inbound_ids)}).scalars())
 
 
+def _batches(inbound_ids: Sequence[int], takes: dict[int, int]) -> Iterator[list[int]]:
+    """``BATCH`` messages at a time, in order; one a worker died with goes alone."""
+    batch: list[int] = []
+    for inbound_id in inbound_ids:
+        if takes.get(inbound_id):
+            if batch:
+                yield batch
+                batch = []
+            yield [inbound_id]
+            continue
+        batch.append(inbound_id)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _unwatched(_busy: bool) -> None:
+    pass
+
+
 class Pipeline:
-    """Processes stored messages with one configuration and clock."""
+    """Processes stored messages with one configuration and clock.
+
+    A worker's pipeline has a ``holder`` (its place in the pool), under which it takes mail in
+    hand before processing it, and an ``in_hand`` callback told when it starts on a message
+    (True) and when it has none (False), for its supervisor's time limit. Without a holder (the
+    CLI) mail is processed without being taken.
+    """
 
     def __init__(
         self,
@@ -177,6 +211,9 @@ class Pipeline:
         config: Config,
         clock: Clock,
         notifier: Notifier | None = None,
+        *,
+        holder: Holder | None = None,
+        in_hand: Callable[[bool], None] = _unwatched,
     ) -> None:
         self.factory = factory
         self.config = config
@@ -187,6 +224,9 @@ class Pipeline:
         # Whether the configured queues are known to exist: a ``#queue`` command may name one
         # no mail was routed to yet.
         self._queues_ready = False
+        self.holder = holder
+        self._in_hand = in_hand
+        self._unreleased: set[int] = set()  # taken, not finished, not yet put back
 
     def process_pending(self, limit: int | None = None, share: Share | None = None) -> int:
         """Process the backlog in arrival order; returns how many messages were handled.
@@ -206,12 +246,13 @@ class Pipeline:
         while limit is None or done < limit:
             with read_session(self.factory) as session:
                 ids = pending_ids(session, limit=100, after_id=after, share=share)
+                takes = earlier_takes(session, ids) if ids and self.holder else {}
             if limit is not None:
                 ids = ids[: limit - done]
             if not ids:
                 break
-            for start in range(0, len(ids), BATCH):
-                done += self._process_batch(ids[start : start + BATCH])
+            for batch in _batches(ids, takes):
+                done += self._process_batch(batch)
             after = ids[-1]
         return done
 
@@ -226,23 +267,86 @@ class Pipeline:
         return self._apply_guarded(ready)
 
     def _process_batch(self, inbound_ids: Sequence[int]) -> int:
-        """Process these messages, in one transaction when they all succeed; how many were."""
-        done = 0
+        """Process these messages (taken in hand first, for a worker); how many were."""
+        if self.holder is None:
+            return len(self._work(inbound_ids))
+        self.release_unfinished()  # nothing is taken while something could not be put back
+        taken = self._take(inbound_ids)
+        outcomes = self._quarantine_culprits(taken)
+        culprits = {outcome.inbound_id for outcome in outcomes}
+        ids = [i for i in inbound_ids if i in taken and i not in culprits]
+        finished: set[int] = set()
+        try:
+            worked = self._work(ids)
+            finished = {outcome.inbound_id for outcome in worked}
+            outcomes += worked
+        finally:
+            self._in_hand(False)
+            self._unreleased.update(i for i in ids if i not in finished)
+        self.release_unfinished()
+        return len(outcomes)
+
+    def _take(self, inbound_ids: Sequence[int]) -> dict[int, int]:
+        """Take the messages in hand, committed before any work on them starts."""
+        assert self.holder is not None
+        # Enough for each of them to take as long as it may, and the batch's transaction too.
+        seconds = self.config.pipeline.message_timeout * (len(inbound_ids) + 1)
+        with self.factory.begin() as session:
+            taken = take(
+                session, inbound_ids, self.holder, self.clock.now(), timedelta(seconds=seconds)
+            )
+        for inbound_id, deaths in taken.items():
+            if deaths:
+                log.warning(
+                    "inbound %s: a worker died with it in hand %d time(s); trying it alone",
+                    inbound_id,
+                    deaths,
+                )
+        return taken
+
+    def _quarantine_culprits(self, taken: dict[int, int]) -> list[Outcome]:
+        limit = self.config.pipeline.deaths_before_quarantine
+        return [
+            self.quarantine(inbound_id, f"worker died while processing ({deaths} times)")
+            for inbound_id, deaths in taken.items()
+            if deaths >= limit
+        ]
+
+    def release_unfinished(self) -> None:
+        """Put back what this worker took and did not finish; raises while the database fails."""
+        if self.holder is None or not self._unreleased:
+            return
+        with self.factory.begin() as session:
+            release(session, sorted(self._unreleased), self.holder)
+        self._unreleased.clear()
+
+    def _work(self, inbound_ids: Sequence[int]) -> list[Outcome]:
+        """Process these messages, in one transaction when they all succeed."""
+        outcomes: list[Outcome] = []
+        if not inbound_ids:  # all of them taken by other workers
+            return outcomes
         batch: list[_Ready] = []
         for loaded in _load(self.factory, inbound_ids):
+            self._in_hand(True)
             ready = self._parse(loaded)
             if isinstance(ready, Outcome):
-                done += 1
+                outcomes.append(ready)
             else:
                 batch.append(ready)
         if len(batch) > 1:
+            self._in_hand(True)
             try:
-                return done + len(self._apply_batch(batch))
+                return outcomes + self._apply_batch(batch)
             except Exception as exc:
                 log.info(
                     "batch of %s messages rolled back, applying one by one: %r", len(batch), exc
                 )
-        return done + sum(self._apply_guarded(ready) is not None for ready in batch)
+        for ready in batch:
+            self._in_hand(True)
+            outcome = self._apply_guarded(ready)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
 
     def _parse(self, loaded: _Loaded) -> _Ready | Outcome:
         """Parse and screen: neither needs the database, so neither holds its write lock."""
