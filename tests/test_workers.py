@@ -217,9 +217,16 @@ def test_mail_put_back_after_a_database_error_is_not_counted_as_a_death(
 
 
 def _slow_mail(lines: int) -> bytes:
-    """A mail of many short lines: parsing it takes seconds (a fifth of a second a million
-    lines, or more) and memory (about 90 MB a million lines)."""
-    return make_mail(sender="poison@customer.test", subject="Log output", body="x\n" * lines)
+    """A mail with an attached text of many short lines: parsing it takes seconds (about 0.3 s
+    a million lines) and memory (about 80 MB a million lines). The text is a second part: the
+    lone body of a one-part mail is set aside whole, cheaply, however many lines it has."""
+    return (
+        "From: poison@customer.test\r\nTo: support@example.com\r\nSubject: Log output\r\n"
+        "Message-ID: <poison@customer.test>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nThe log is attached.\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\n" + "x\r\n" * lines + "--b--\r\n"
+    ).encode()
 
 
 def _states(app: App, ids: list[int]) -> list[tuple[str, str | None]]:
