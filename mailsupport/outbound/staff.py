@@ -26,7 +26,7 @@ from mailsupport.domain.operators import queue_members
 from mailsupport.domain.settings import server_secret
 from mailsupport.domain.tickets import participants
 from mailsupport.outbound.outbox import enqueue
-from mailsupport.outbound.policy import delivery_refusal
+from mailsupport.outbound.policy import RELAYED_KIND, delivery_refusal
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class StaffMail:
             self.config,
             mail,
             ticket=ticket,
-            kind="reply",
+            kind=RELAYED_KIND,
             automatic=False,
             now=now,
             operator_id=operator.id,
