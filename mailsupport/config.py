@@ -123,6 +123,14 @@ class LimitsConfig:
     auto_replies_per_hour: int = 10
     auto_replies_per_day: int = 40
     hard_bounces_before_stop: int = 3  # after this many hard bounces an address gets no mail
+    # Loops between people's auto-responders, which no header reveals, counted over a window
+    # of this many minutes: a sender's mail repeating a text it already sent this many times
+    # is treated as automatic, and a ticket gets at most so many relayed replies, and each of
+    # its operators so many notifications.
+    loop_window: int = 60
+    repeats_before_suppress: int = 1
+    relays_per_ticket_per_window: int = 10
+    notifications_per_ticket_per_window: int = 10
 
 
 @dataclass(frozen=True)
@@ -456,6 +464,10 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
             "auto_replies_per_hour": _positive_int,
             "auto_replies_per_day": _positive_int,
             "hard_bounces_before_stop": _positive_int,
+            "loop_window": _positive_int,
+            "repeats_before_suppress": _positive_int,
+            "relays_per_ticket_per_window": _positive_int,
+            "notifications_per_ticket_per_window": _positive_int,
         },
     ),
     "pipeline": (

@@ -43,6 +43,13 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
         ({"relay": {"tls": "yes"}}, "relay.tls must be one of none, starttls, ssl"),
         ({"notifications": {"statuses": ["done"]}}, "notifications.statuses must be a list"),
         ({"limits": {"auto_replies_per_hour": 0}}, "limits.auto_replies_per_hour must be"),
+        ({"limits": {"loop_window": 0}}, "limits.loop_window must be a positive integer"),
+        ({"limits": {"repeats_before_suppress": 0}}, "limits.repeats_before_suppress must be"),
+        ({"limits": {"relays_per_ticket_per_window": 1.5}}, "limits.relays_per_ticket_per_window"),
+        (
+            {"limits": {"notifications_per_ticket_per_window": -1}},
+            "limits.notifications_per_ticket_per_window must be",
+        ),
         ({"outbound": {"give_up_after_hours": -1}}, "outbound.give_up_after_hours must be"),
         (
             {"pipeline": {"automatic_mail": "keep"}},

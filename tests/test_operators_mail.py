@@ -204,6 +204,28 @@ def test_reply_with_attachment_and_participants(staff_app: App, relay: Sink) -> 
     assert attachment.get_content() == b"%PDF-1.4 manual"
 
 
+def test_one_canned_answer_reaches_every_ticket_but_only_once_each(
+    staff_app: App, relay: Sink
+) -> None:
+    """Operators send one text to many customers; only its repetition on one ticket is a
+    responder's (answering each of the ticket's notifications)."""
+    open_ticket(staff_app, relay)
+    ingest(staff_app, make_mail(sender="frank@customer.test", subject="Scanner", body="Broken."))
+    canned = "This is fixed now; please write again if it comes back."
+    assert "relayed" in reply(staff_app, signed(staff_app, 1, ALICE), canned).detail
+    to_frank = signed(staff_app, 2, ALICE)
+    raw = make_mail(sender=ALICE, to=to_frank, subject="Re: [ACME #2] Scanner", body=canned)
+    assert "relayed" in ingest(staff_app, raw, envelope_to=(to_frank,)).detail
+    again = reply(staff_app, signed(staff_app, 1, ALICE), canned + "\n\n" + QUOTE_STYLES["gmail"])
+    assert "not relayed" in again.detail and "same text on this ticket once before" in again.detail
+    send(staff_app)
+    assert len(customer_copies(relay)) == 1
+    assert len([r for r in relay.to("frank@customer.test") if not r.message["Auto-Submitted"]]) == 1
+    [held] = events(staff_app, "auto_reply_suppressed")
+    assert (held.new, held.data["mail"]) == (CUSTOMER, "reply")
+    assert ticket_json(staff_app, 1)["messages"][-1]["text"] == canned  # kept, internal
+
+
 # --- commands --------------------------------------------------------------------------------
 
 

@@ -497,7 +497,7 @@ def test_forged_bounce_address_is_not_trusted(out_app: App, relay: Sink) -> None
 
 def test_repeated_hard_bounces_stop_mail_to_the_address(out_app: App, relay: Sink) -> None:
     for i in range(3):
-        ingest(out_app, make_mail(subject=f"problem {i}"))
+        ingest(out_app, make_mail(subject=f"problem {i}", body=f"Problem {i} is this."))
         send(out_app)
         mail = relay.received[-1]
         row = outbox_rows(out_app)[-1]
@@ -507,7 +507,7 @@ def test_repeated_hard_bounces_stop_mail_to_the_address(out_app: App, relay: Sin
             envelope_to=(mail.mail_from,),
         )
     sent_before = len(relay.received)
-    ingest(out_app, make_mail(subject="problem 4"))
+    ingest(out_app, make_mail(subject="problem 4", body="Problem 4 is this."))
     set_status(out_app, 1, "waiting")
     send(out_app)
     assert len(relay.received) == sent_before
@@ -597,14 +597,15 @@ def test_null_return_path_gets_no_reply(out_app: App, relay: Sink) -> None:
 
 
 def test_per_address_cap(out_app: App, relay: Sink, clock: FrozenClock) -> None:
+    # Each a different text: the same one again would be taken for a responder's.
     for i in range(12):
-        ingest(out_app, make_mail(subject=f"new problem {i}"))
+        ingest(out_app, make_mail(subject=f"new problem {i}", body=f"New problem {i}."))
     send(out_app)
     assert len(relay.to("carol@customer.test")) == 10
     held = events(out_app, "auto_reply_suppressed")
     assert len(held) == 2 and "last hour" in held[0].data["reason"]
     clock.advance(timedelta(hours=1, minutes=1))
-    ingest(out_app, make_mail(subject="after an hour"))
+    ingest(out_app, make_mail(subject="after an hour", body="After an hour."))
     send(out_app)
     assert len(relay.to("carol@customer.test")) == 11
 

@@ -39,6 +39,17 @@ def bounce_address(base: str, outbox_id: int, secret: bytes) -> str:
     return f"{local}+{_TAG}-{outbox_id}-{signature(outbox_id, secret)}@{domain}"
 
 
+def is_bounce_address(address: str, base: str) -> bool:
+    """Whether ``address`` has the shape of a bounce address of ``base``, signed or not.
+
+    Only delivery reports belong there; whatever else arrives (a responder answering the
+    return path, as RFC 3834 has it do, or a stray) is no customer writing to us, forged
+    signature or not.
+    """
+    rest = extension(address, base)
+    return rest is not None and rest.startswith(f"+{_TAG}-")
+
+
 def parse_bounce_address(address: str, base: str, secret: bytes) -> int | None:
     """The outbox id that ``address`` was signed for, or None when it is not one of ours."""
     rest = extension(address, base)

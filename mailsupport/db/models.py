@@ -314,12 +314,18 @@ class Message(Base):
     thread_reason: Mapped[str] = mapped_column(Text)
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))  # proven author
+    # The fingerprint of mail that came in (``core.fingerprint``), stored once worked out:
+    # the same text from the same sender, again and again, is an auto-responder's.
+    body_hash: Mapped[str | None] = mapped_column(String(32))
 
     attachments: Mapped[list[Attachment]] = relationship(
         lazy="selectin", order_by="Attachment.position"
     )
 
-    __table_args__ = (Index("ix_messages_ticket", "ticket_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_ticket", "ticket_id", "id"),
+        Index("ix_messages_sender_created", "from_email", "created_at", "body_hash"),
+    )
 
 
 class Outbox(Base):
@@ -357,6 +363,7 @@ class Outbox(Base):
     __table_args__ = (
         Index("ix_outbox_state_next", "state", "next_attempt_at"),
         Index("ix_outbox_coalesce", "coalesce_key", "state"),
+        Index("ix_outbox_ticket_created", "ticket_id", "created_at"),
     )
 
 

@@ -10,6 +10,7 @@ raw mail, which is kept verbatim, when someone asks for it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,13 +18,29 @@ from datetime import datetime
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from mailsupport.core.fingerprint import fingerprint
 from mailsupport.core.message import Address
 from mailsupport.core.parse import parse_message
-from mailsupport.db.models import InboundRaw, Message, Ticket, table_of
+from mailsupport.db.models import Attachment, InboundRaw, Message, Ticket, table_of
 from mailsupport.errors import MessageParseError
 
 _MESSAGES = table_of(Message)
 _INSERT = insert(_MESSAGES).returning(_MESSAGES.c.id)
+# A sender's messages within the loop window, through ``ix_messages_sender_created``.
+_RECENT = select(_MESSAGES.c.id, _MESSAGES.c.body_hash).where(
+    _MESSAGES.c.from_email == bindparam("sender"),
+    _MESSAGES.c.created_at >= bindparam("since"),
+)
+_RECENT_ON_TICKET = _RECENT.where(_MESSAGES.c.ticket_id == bindparam("ticket_id"))
+_TEXTS = select(_MESSAGES.c.id, _MESSAGES.c.text).where(
+    _MESSAGES.c.id.in_(bindparam("ids", expanding=True))
+)
+_ATTACHMENTS = table_of(Attachment)
+_ATTACHED = (
+    select(_ATTACHMENTS.c.message_id, _ATTACHMENTS.c.sha256)
+    .where(_ATTACHMENTS.c.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_ATTACHMENTS.c.message_id, _ATTACHMENTS.c.position)
+)
 _RAW = table_of(InboundRaw)
 _RAWS = select(_RAW.c.inbound_id, _RAW.c.raw).where(
     _RAW.c.inbound_id.in_(bindparam("ids", expanding=True))
@@ -49,6 +66,7 @@ class NewMessage:
     inbound_id: int | None = None
     outbox_id: int | None = None
     operator_id: int | None = None
+    body_hash: str | None = None  # mail that came in: its ``core.fingerprint``, once needed
 
 
 def add_message(session: Session, ticket: Ticket, message: NewMessage, now: datetime) -> int:
@@ -71,8 +89,42 @@ def add_message(session: Session, ticket: Ticket, message: NewMessage, now: date
         "thread_reason": message.thread_reason,
         "outbox_id": message.outbox_id,
         "operator_id": message.operator_id,
+        "body_hash": message.body_hash,
     }
     return int(session.execute(_INSERT, values).scalar_one())
+
+
+def recent_fingerprints(
+    session: Session, sender: str, since: datetime, *, ticket_id: int | None = None
+) -> list[str]:
+    """The fingerprints of the messages ``sender`` sent since ``since`` (or to ``ticket_id``).
+
+    A message's fingerprint is stored when it is first worked out: for a mail whose sender
+    had sent nothing else within the loop window, nothing needed it, and quote stripping
+    costs more than the rest of processing a long mail. Such a message's is worked out here,
+    from its stored text and attachments, and not written back: that would lock rows of
+    other tickets.
+    """
+    values: dict[str, object] = {"sender": sender, "since": since}
+    statement = _RECENT
+    if ticket_id is not None:
+        statement, values["ticket_id"] = _RECENT_ON_TICKET, ticket_id
+    rows = session.execute(statement, values).all()
+    missing = [row.id for row in rows if row.body_hash is None]
+    return [row.body_hash for row in rows if row.body_hash is not None] + _work_out(
+        session, missing
+    )
+
+
+def _work_out(session: Session, message_rows: Sequence[int]) -> list[str]:
+    if not message_rows:
+        return []
+    ids = {"ids": list(message_rows)}
+    texts = {row.id: row.text for row in session.execute(_TEXTS, ids)}
+    attached: dict[int, list[str]] = defaultdict(list)
+    for row in session.execute(_ATTACHED, ids):
+        attached[row.message_id].append(row.sha256)
+    return [fingerprint(texts[i], attached[i]) for i in message_rows if i in texts]
 
 
 def full_texts(session: Session, messages: Sequence[Message]) -> dict[int, str]:

@@ -37,7 +37,7 @@ from mailsupport.domain.tickets import (
     take_new_events,
 )
 from mailsupport.outbound.outbox import enqueue
-from mailsupport.outbound.policy import automatic_mail_refusal
+from mailsupport.outbound.policy import automatic_mail_refusal, operator_mail_refusal
 from mailsupport.outbound.staff import StaffMail, Thread, ticket_thread
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,13 @@ class Notifier:
     def _tell_operators(
         self, session: Session, ticket: Ticket, event: RecordedEvent, template: str
     ) -> None:
-        """Mail the operators working on the ticket the new text, signed for their replies."""
-        if event.data.get("kind", MailKind.NORMAL) not in _WORTH_TELLING:
+        """Mail the operators working on the ticket the new text, signed for their replies.
+
+        A responder's repeated mail (``loop``) was a person's mail until it repeated itself:
+        what it would have caused is recorded as held back.
+        """
+        loop = event.data.get("loop")
+        if not loop and event.data.get("kind", MailKind.NORMAL) not in _WORTH_TELLING:
             return
         # Most tickets of a team without queue members or an assignee notify nobody: ask who
         # before loading the message.
@@ -105,26 +110,47 @@ class Notifier:
         message = session.get(Message, event.data.get("message_row") or 0)
         if message is None:
             return
-        author = message.from_name or message.from_email
         if template == "operator_note":
             recipients = self._colleagues(session, ticket, message.operator_id)
+        now = self.clock.now()
+        spam = str(event.data.get("spam", ""))
         for operator in recipients:
             if operator.id == message.operator_id:
                 continue
-            try:
-                self.staff.to_operator(
-                    session,
-                    ticket,
-                    operator,
-                    template,
-                    {"text": message.text, "author": author, "spam": event.data.get("spam", "")},
-                    now=self.clock.now(),
-                    in_reply_to=message.message_id or None,
-                )
-            except (InvalidAddressError, RenderError) as exc:
-                log.error(
-                    "ticket #%s: cannot mail operator %s: %s", ticket.number, operator.email, exc
-                )
+            refusal = loop or operator_mail_refusal(
+                session, self.config, ticket.id, operator.email, now
+            )
+            if refusal is not None:
+                self._held_back(session, ticket, template, operator.email, refusal, now)
+            else:
+                self._mail_operator(session, ticket, operator, template, message, spam, now)
+
+    def _mail_operator(
+        self,
+        session: Session,
+        ticket: Ticket,
+        operator: Operator,
+        template: str,
+        message: Message,
+        spam: str,
+        now: datetime,
+    ) -> None:
+        try:
+            self.staff.to_operator(
+                session,
+                ticket,
+                operator,
+                template,
+                {
+                    "text": message.text,
+                    "author": message.from_name or message.from_email,
+                    "spam": spam,
+                },
+                now=now,
+                in_reply_to=message.message_id or None,
+            )
+        except (InvalidAddressError, RenderError) as exc:
+            log.error("ticket #%s: cannot mail operator %s: %s", ticket.number, operator.email, exc)
 
     def _colleagues(
         self, session: Session, ticket: Ticket, author_id: int | None
@@ -152,8 +178,8 @@ class Notifier:
     # --- acknowledgement -------------------------------------------------------------------
 
     def _acknowledge(self, session: Session, ticket: Ticket, trigger: RecordedEvent) -> None:
-        screened = None
-        if trigger.data.get("no_auto_reply"):
+        screened = trigger.data.get("loop")
+        if screened is None and trigger.data.get("no_auto_reply"):
             evidence = ", ".join(trigger.data.get("screen_reasons", [])) or "machine mail"
             screened = f"screened: {evidence}"
         customer_id = str(trigger.data.get("message_id") or "")

@@ -2,7 +2,10 @@
 
 Screening keeps us from answering machine mail; this keeps us from writing to addresses that
 cannot or should not get automatic mail, and caps how much any one address gets, which stops
-the loops no header reveals.
+the loops no header reveals. Mail between a ticket's operators and its customers is capped
+per ticket too: two people's auto-responders answering each other through us would otherwise
+exchange hundreds of mails a minute, each relayed reply and each notification looking like a
+person's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from mailsupport.config import Config
 from mailsupport.db.models import Contact, Outbox, OutboxRecipient, OutboxState, table_of
 from mailsupport.domain.contacts import find_contact
 from mailsupport.domain.operators import operator_emails
+
+# The outbox kind of an operator's reply relayed to the customers.
+RELAYED_KIND = "reply"
 
 # Local parts (with ".", "-" and "_" removed) of addresses that are robots by convention.
 _ROBOTS = ("mailerdaemon", "postmaster", "noreply", "donotreply", "dontreply", "bounce")
@@ -35,6 +41,26 @@ _RECENT_AUTOMATIC = (
         _RECIPIENTS.c.address == bindparam("address"),
         _OUTBOX.c.automatic.is_(True),
         _OUTBOX.c.created_at >= bindparam("day_ago"),
+        _OUTBOX.c.state != OutboxState.CANCELLED,
+    )
+)
+
+
+# Replies relayed to a ticket's customers, and mail to one address about one ticket, within a
+# window: both found through ``ix_outbox_ticket_created``.
+_RELAYED = select(func.count(_OUTBOX.c.id)).where(
+    _OUTBOX.c.ticket_id == bindparam("ticket_id"),
+    _OUTBOX.c.created_at >= bindparam("since"),
+    _OUTBOX.c.kind == RELAYED_KIND,
+    _OUTBOX.c.state != OutboxState.CANCELLED,
+)
+_ABOUT_TICKET_TO = (
+    select(func.count(_RECIPIENTS.c.id))
+    .join(_OUTBOX, _OUTBOX.c.id == _RECIPIENTS.c.outbox_id)
+    .where(
+        _OUTBOX.c.ticket_id == bindparam("ticket_id"),
+        _OUTBOX.c.created_at >= bindparam("since"),
+        _RECIPIENTS.c.address == bindparam("address"),
         _OUTBOX.c.state != OutboxState.CANCELLED,
     )
 )
@@ -90,4 +116,33 @@ def automatic_mail_refusal(
         return f"it already got {limits.auto_replies_per_hour} automatic mails in the last hour"
     if day >= limits.auto_replies_per_day:
         return f"it already got {limits.auto_replies_per_day} automatic mails in the last day"
+    return None
+
+
+def relay_refusal(session: Session, config: Config, ticket_id: int, now: datetime) -> str | None:
+    """Why no more operator replies may be relayed to the ticket's customers now, or None."""
+    limits = config.limits
+    since = now - timedelta(minutes=limits.loop_window)
+    relayed = session.execute(_RELAYED, {"ticket_id": ticket_id, "since": since}).scalar_one()
+    if relayed >= limits.relays_per_ticket_per_window:
+        return (
+            f"the ticket already relayed {limits.relays_per_ticket_per_window} replies"
+            f" in the last {limits.loop_window} minutes"
+        )
+    return None
+
+
+def operator_mail_refusal(
+    session: Session, config: Config, ticket_id: int, address: str, now: datetime
+) -> str | None:
+    """Why an operator at ``address`` must get no more notifications about the ticket now."""
+    limits = config.limits
+    since = now - timedelta(minutes=limits.loop_window)
+    values = {"ticket_id": ticket_id, "since": since, "address": address}
+    mailed = session.execute(_ABOUT_TICKET_TO, values).scalar_one()
+    if mailed >= limits.notifications_per_ticket_per_window:
+        return (
+            f"it already got {limits.notifications_per_ticket_per_window} mails about the"
+            f" ticket in the last {limits.loop_window} minutes"
+        )
     return None

@@ -28,7 +28,7 @@ from mailsupport.domain.operators import addresses_of, queue_members
 from mailsupport.domain.settings import server_secret
 from mailsupport.domain.tickets import participants
 from mailsupport.outbound.outbox import enqueue
-from mailsupport.outbound.policy import delivery_refusal
+from mailsupport.outbound.policy import RELAYED_KIND, delivery_refusal
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class StaffMail:
             self.config,
             mail,
             ticket=ticket,
-            kind="reply",
+            kind=RELAYED_KIND,
             automatic=False,
             now=now,
             operator_id=operator.id,

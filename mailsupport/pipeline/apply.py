@@ -10,6 +10,7 @@ its new text: the history it quotes is on the ticket already, and the whole mail
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailsupport.clock import as_utc
 from mailsupport.config import Config
+from mailsupport.core.fingerprint import attachment_digest
 from mailsupport.core.language import detect_language
 from mailsupport.core.message import MailKind
 from mailsupport.core.quotes import follow_up_text
@@ -40,6 +42,7 @@ from mailsupport.errors import MessageParseError
 from mailsupport.pipeline.attachments import store_attachments
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import People
+from mailsupport.pipeline.loops import Repetition, check_customer_mail
 
 _REOPENED_BY_CUSTOMER = {TicketStatus.WAITING, TicketStatus.RESOLVED}
 _EARLIEST_SANE_DATE = datetime(1990, 1, 1, tzinfo=UTC)
@@ -98,6 +101,11 @@ def apply(
     if sender is None:
         raise MessageParseError("the message has no usable From address")
     actor = contact_actor(sender.email)
+    text = _new_text(incoming, decision)
+    digests = [attachment_digest(a.content) for a in incoming.parsed.attachments]
+    incoming, repetition = check_customer_mail(
+        session, incoming, sender.email, (text, digests), config, now
+    )
     if decision.action is Action.NEW_TICKET:
         ticket = open_ticket(
             session,
@@ -113,9 +121,10 @@ def apply(
         add_participant(session, ticket, sender, role="cc", actor=actor, now=now)
         _reopen_if_waiting(session, ticket, incoming, actor, now)
     _add_copied(session, ticket, people, decision, actor, now)
-    text = _new_text(incoming, decision)
     _learn_language(sender, incoming, text, config)
-    _add_message(session, ticket, incoming, sender, text, reason=decision.reason, now=now)
+    _add_message(
+        session, ticket, incoming, sender, (text, digests), repetition, decision.reason, now
+    )
     return ticket
 
 
@@ -195,16 +204,18 @@ def _add_message(
     ticket: Ticket,
     incoming: Incoming,
     sender: Contact,
-    text: str,
-    *,
+    mail: tuple[str, Sequence[str]],
+    repetition: Repetition,
     reason: str,
     now: datetime,
 ) -> int:
-    """Add the mail to the ticket's conversation; returns the new message's row id."""
+    """Add the mail (its text as stored, its attachments' digests) to the ticket's
+    conversation; returns the new message's row id."""
     parsed = incoming.parsed
-    message = _inbound_message(incoming, sender, text, reason)
+    text, digests = mail
+    message = _inbound_message(incoming, sender, text, reason, repetition.body_hash)
     message_row = add_message(session, ticket, message, now)
-    store_attachments(session, message_row, parsed.attachments)
+    store_attachments(session, message_row, parsed.attachments, digests)
     record_event(
         session,
         ticket,
@@ -221,12 +232,15 @@ def _add_message(
             "no_auto_reply": incoming.screening.no_auto_reply,
             "screen_reasons": list(incoming.screening.reasons),
             "spam": incoming.screening.spam,
+            **({"loop": repetition.reason} if repetition.reason else {}),
         },
     )
     return message_row
 
 
-def _inbound_message(incoming: Incoming, sender: Contact, text: str, reason: str) -> NewMessage:
+def _inbound_message(
+    incoming: Incoming, sender: Contact, text: str, reason: str, body_hash: str | None
+) -> NewMessage:
     parsed = incoming.parsed
     return NewMessage(
         message_id=parsed.message_id,
@@ -241,4 +255,5 @@ def _inbound_message(incoming: Incoming, sender: Contact, text: str, reason: str
         kind=incoming.screening.kind,
         thread_reason=reason,
         inbound_id=incoming.inbound_id,
+        body_hash=body_hash,
     )

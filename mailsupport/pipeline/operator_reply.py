@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from mailsupport.clock import as_utc
 from mailsupport.core.commands import split_commands
-from mailsupport.core.message import MailKind
+from mailsupport.core.fingerprint import attachment_digest
+from mailsupport.core.message import Attachment, MailKind
 from mailsupport.core.quotes import strip_quoted
 from mailsupport.db.models import Direction, Operator, Ticket
 from mailsupport.domain.actors import operator_actor
@@ -26,6 +27,7 @@ from mailsupport.outbound.staff import StaffMail
 from mailsupport.pipeline.attachments import store_attachments
 from mailsupport.pipeline.commands import CommandResult, run_commands
 from mailsupport.pipeline.context import Incoming
+from mailsupport.pipeline.loops import hold_relay, repetition
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,15 @@ def handle_reply(
         return f"automatic mail from operator {mail.operator.email} kept internal"
     block = split_commands(parsed.text)
     text = strip_quoted(block.body, parsed.html).strip()
+    digests = [attachment_digest(a.content) for a in parsed.attachments]
+    repeated = repetition(
+        session, staff.config, mail.operator.email, (text, digests), now, ticket_id=mail.ticket.id
+    )
     results = run_commands(session, mail.ticket, mail.operator, block.commands, now)
     internal = mail.to_comment_address or (
         bool(block.commands) and block.commands[0].name == "note"
     )
-    message_row = _store(session, incoming, mail, text, now)
+    message_row = _store(session, incoming, mail, text, now, repeated.body_hash)
     if any(not r.ok for r in results):
         _transcript(session, mail, results, staff, parsed.message_id, now)
         return f"operator {mail.operator.email}: commands refused: none applied, nothing relayed"
@@ -60,14 +66,33 @@ def handle_reply(
         return f"operator {mail.operator.email}: internal note"
     if not text:
         return f"operator {mail.operator.email}: {len(results)} command(s), nothing to relay"
-    if not staff.relay(session, mail.ticket, mail.operator, text, parsed.attachments, now=now):
+    held = hold_relay(session, staff.config, mail.ticket, repeated.reason, message_row, now)
+    if held is not None:
+        return f"operator {mail.operator.email}: reply kept, not relayed: {held}"
+    return _relay(session, mail, staff, text, parsed.attachments, now)
+
+
+def _relay(
+    session: Session,
+    mail: OperatorMail,
+    staff: StaffMail,
+    text: str,
+    attachments: tuple[Attachment, ...],
+    now: datetime,
+) -> str:
+    if not staff.relay(session, mail.ticket, mail.operator, text, attachments, now=now):
         return f"operator {mail.operator.email}: reply kept, no customer address can get it"
     record_first_response(session, mail.ticket, actor=operator_actor(mail.operator.email), now=now)
     return f"operator {mail.operator.email}: reply relayed to the customer"
 
 
 def _store(
-    session: Session, incoming: Incoming, mail: OperatorMail, text: str, now: datetime
+    session: Session,
+    incoming: Incoming,
+    mail: OperatorMail,
+    text: str,
+    now: datetime,
+    body_hash: str | None = None,
 ) -> int:
     """Keep the operator's mail on the ticket, internal; returns its row id."""
     parsed = incoming.parsed
@@ -86,6 +111,7 @@ def _store(
         internal=True,
         inbound_id=incoming.inbound_id,
         operator_id=mail.operator.id,
+        body_hash=body_hash,
     )
     message_row = add_message(session, mail.ticket, message, now)
     store_attachments(session, message_row, parsed.attachments)

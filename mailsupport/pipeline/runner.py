@@ -352,7 +352,9 @@ class Pipeline:
         """Parse and screen: neither needs the database, so neither holds its write lock."""
         try:
             parsed = parse_message(loaded.raw)
-            screening = screen_message(parsed, loaded.envelope_from, self.config)
+            screening = screen_message(
+                parsed, loaded.envelope_from, self.config, loaded.envelope_to
+            )
         except MessageParseError as exc:
             return self.quarantine(loaded.inbound_id, f"unparseable: {exc}")
         except Exception as exc:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
 from mailsupport.core.subject import find_ticket_number
-from mailsupport.core.threads import Decision, ThreadFacts, TicketRef, decide
+from mailsupport.core.threads import Action, Decision, ThreadFacts, TicketRef, decide
 from mailsupport.db.memo import remembered
 from mailsupport.db.models import Message, Outbox, Ticket, TicketStatus, table_of
 from mailsupport.domain.tickets import is_participant
@@ -102,7 +102,12 @@ def thread(session: Session, incoming: Incoming, people: People, config: Config)
     if referenced is None:
         # A reference decides before any tag does: the tag is looked up only without one.
         facts = _with_tag(session, facts, incoming.parsed.subject, sender, config)
-    return decide(facts, automatic_opens_tickets=config.pipeline.automatic_mail == "ticket")
+    decision = decide(facts, automatic_opens_tickets=config.pipeline.automatic_mail == "ticket")
+    if decision.action is Action.NO_TICKET and incoming.screening.reasons:
+        # Mail that opens no ticket is only on the stored message: say there what it was.
+        evidence = "; ".join(incoming.screening.reasons)
+        decision = replace(decision, reason=f"{decision.reason} ({evidence})")
+    return decision
 
 
 def _with_tag(

@@ -104,3 +104,20 @@ def test_unusable_input_to_bounce_address_raises() -> None:
         bounce_address(BASE, -1, SECRET)
     with pytest.raises(ValueError, match="not an e-mail address"):
         bounce_address("support", 1, SECRET)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (bounce_address(BASE, 7, SECRET), True),
+        ("SUPPORT+Bounce-7-forgedforg@Example.COM", True),  # unsigned: still no customer's
+        ("support+bounce-@example.com", True),
+        ("support@example.com", False),
+        ("support+1042-abc@example.com", False),
+        ("support+bouncer@example.com", False),
+        ("support+bounce-7-x@other.test", False),
+        ("supportive+bounce-7-x@example.com", False),
+    ],
+)
+def test_is_bounce_address(address: str, expected: bool) -> None:
+    assert verp.is_bounce_address(address, BASE) is expected
