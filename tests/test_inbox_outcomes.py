@@ -104,7 +104,10 @@ def test_every_outcome_is_listed_with_its_reason(app: App, config_file: str) -> 
         key: (rows[o.inbound_id]["outcome"], rows[o.inbound_id]["ticket"])
         for key, o in (("opened", opened), ("joined", joined), ("away", away))
     } == {"opened": ("ticket", 1), "joined": ("follow-up", 1), "away": ("dropped", None)}
-    assert rows[away.inbound_id]["reason"] == "automatic reply matching no ticket"
+    assert rows[away.inbound_id]["reason"] == (
+        "automatic reply matching no ticket (Auto-Submitted: auto-replied; "
+        "subject of an automatic reply: 'Out of office')"
+    )
     assert rows[away.inbound_id]["from"] == "carol@customer.test"
     assert rows[nothing_of_ours.inbound_id]["reason"] == "bounce about no mail of ours"
     assert (rows[bounce.inbound_id]["outcome"], rows[bounce.inbound_id]["ticket"]) == (
@@ -141,7 +144,10 @@ def test_the_plain_listing_has_one_line_per_message(app: App, config_file: str) 
     [line] = result.stdout.splitlines()
     assert line.startswith(f"{away.inbound_id} ")
     assert " dropped " in line and "carol@customer.test" in line
-    assert line.endswith("automatic reply matching no ticket")
+    assert line.endswith(
+        "automatic reply matching no ticket (Auto-Submitted: auto-replied; "
+        "subject of an automatic reply: 'Out of office')"
+    )
     wrong = run_cli(config_file, "inbox", "list", "--outcome", "lost")
     assert wrong.exit_code == 2 and "Invalid value for '--outcome'" in wrong.output
 
@@ -161,5 +167,8 @@ def test_automatic_mail_can_be_dropped_and_is_still_listed(dropping: tuple[App, 
     outcome = ingest(app, make_mail(sender=SERVICENOW, headers=INCIDENT))
     assert (outcome.ticket_number, outcome.disposition) == (None, Disposition.DROPPED)
     [row] = _listed(config_file, "--outcome", "dropped")
-    assert (row["id"], row["reason"]) == (outcome.inbound_id, "automatic mail matching no ticket")
+    assert (row["id"], row["reason"]) == (
+        outcome.inbound_id,
+        "automatic mail matching no ticket (Auto-Submitted: auto-generated)",
+    )
     assert row["from"] == "instance@service-now.example"

@@ -31,6 +31,10 @@ _RECENT = select(_MESSAGES.c.id, _MESSAGES.c.body_hash).where(
     _MESSAGES.c.from_email == bindparam("sender"),
     _MESSAGES.c.created_at >= bindparam("since"),
 )
+# The fingerprint of a message that must not count as an earlier copy: an operator's mail whose
+# commands were refused changed nothing and relayed nothing, and the corrected mail sent again
+# repeats its text.
+NOT_COUNTED = "-"
 _RECENT_ON_TICKET = _RECENT.where(_MESSAGES.c.ticket_id == bindparam("ticket_id"))
 _TEXTS = select(_MESSAGES.c.id, _MESSAGES.c.text).where(
     _MESSAGES.c.id.in_(bindparam("ids", expanding=True))
@@ -111,7 +115,8 @@ def recent_fingerprints(
         statement, values["ticket_id"] = _RECENT_ON_TICKET, ticket_id
     rows = session.execute(statement, values).all()
     missing = [row.id for row in rows if row.body_hash is None]
-    return [row.body_hash for row in rows if row.body_hash is not None] + _work_out(
+    known = [row.body_hash for row in rows if row.body_hash not in (None, NOT_COUNTED)]
+    return known + _work_out(
         session, missing
     )
 

@@ -21,7 +21,7 @@ from mailsupport.core.message import Attachment, MailKind
 from mailsupport.core.quotes import strip_quoted
 from mailsupport.db.models import Direction, Operator, Ticket
 from mailsupport.domain.actors import operator_actor
-from mailsupport.domain.messages import NewMessage, add_message
+from mailsupport.domain.messages import NOT_COUNTED, NewMessage, add_message
 from mailsupport.domain.tickets import record_event, record_first_response, touch
 from mailsupport.outbound.staff import StaffMail
 from mailsupport.pipeline.attachments import store_attachments
@@ -57,8 +57,10 @@ def handle_reply(
     internal = mail.to_comment_address or (
         bool(block.commands) and block.commands[0].name == "note"
     )
-    message_row = _store(session, incoming, mail, text, now, repeated.body_hash)
-    if any(not r.ok for r in results):
+    refused = any(not r.ok for r in results)
+    fingerprint = NOT_COUNTED if refused else repeated.body_hash
+    message_row = _store(session, incoming, mail, text, now, fingerprint)
+    if refused:
         _transcript(session, mail, results, staff, parsed.message_id, now)
         return f"operator {mail.operator.email}: commands refused: none applied, nothing relayed"
     if internal:
