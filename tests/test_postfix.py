@@ -4,8 +4,16 @@ Each test starts a Postfix instance of its own (`postfix -c DIR start`: its own 
 master.cf, queue and data directories in a temporary directory, smtpd on a free loopback
 port) whose recipe lines are read from README.md's marked blocks, with only the port and the
 paths changed, then sends mail through it by SMTP and finds it in our database. Postfix runs
-as root; `.ci/run` installs it (and creates the pipe's `mailsupport` user); elsewhere these
-tests are skipped, saying why.
+as root; `.ci/run` installs it (and creates the pipe's `mailsupport` user). Without Postfix, or
+not as root, these tests are skipped, saying why; under CI (``CI=true``), which must run the
+recipes, they fail instead.
+
+The pipe runs the gateway as the `mailsupport` user, who cannot be counted on to read this
+checkout (CI may clone it into a folder only root can enter) nor the interpreter running the
+tests (a pyenv under /root). So the test installs the command where that user can read it: a
+folder of its own under /tmp holding a copy of the package and of what `deliver` imports
+(click, and the standard library's sqlite3), run by the system's /usr/bin/python3, or where
+that is older than the package allows, by a copy of this interpreter without its packages.
 """
 
 from __future__ import annotations
@@ -16,19 +24,21 @@ import pwd
 import re
 import shutil
 import signal
-import site
 import smtplib
 import socket
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
+import click
 import pytest
 
 import mailsupport
@@ -85,15 +95,22 @@ alias_database =
 """
 
 
-def _skip_without_postfix() -> None:
+def _unavailable(reason: str) -> NoReturn:
+    """Skip, saying why; in CI, which is there to run the recipes, fail instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI must run the README's Postfix recipes")
+    pytest.skip(reason)
+
+
+def _require_postfix() -> None:
     if not os.path.exists(POSTFIX):
-        pytest.skip("Postfix is not installed (apt-get install postfix; .ci/run installs it)")
+        _unavailable("Postfix is not installed (apt-get install postfix; .ci/run installs it)")
     if os.geteuid() != 0:
-        pytest.skip("a Postfix instance of its own must be started as root")
+        _unavailable("a Postfix instance of its own must be started as root")
     try:
         pwd.getpwnam("postfix")
     except KeyError:
-        pytest.skip("no 'postfix' user: Postfix's package is not set up")
+        _unavailable("no 'postfix' user: Postfix's package is not set up")
 
 
 def readme_block(marker: str) -> str:
@@ -170,9 +187,10 @@ def _stop(instance: PostfixInstance) -> None:
 
 @pytest.fixture
 def postfix_dir() -> Iterator[Path]:
-    """A directory Postfix's own user can reach (pytest's tmp_path is root's alone)."""
-    _skip_without_postfix()
-    directory = Path(tempfile.mkdtemp(prefix="mailsupport-postfix-"))
+    """A directory Postfix's users can reach (pytest's tmp_path is root's alone), under /tmp
+    whatever TMPDIR says."""
+    _require_postfix()
+    directory = Path(tempfile.mkdtemp(prefix="mailsupport-postfix-", dir="/tmp"))
     directory.chmod(0o755)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
@@ -186,6 +204,8 @@ def start_postfix(directory: Path, main_cf: str, master_cf: str) -> PostfixInsta
     (instance.config_dir / "master.cf").write_text(
         _MASTER_CF.format(port=instance.port) + master_cf
     )
+    _readable_by_all(instance.config_dir)
+    (directory / "queue").chmod(0o755)  # as Postfix's own, whatever the umask
     check = instance.postfix("check")  # creates the queue's folders, owned as they must be
     assert check.returncode == 0, check.stdout + check.stderr + instance.log()
     started = instance.postfix("start")
@@ -275,64 +295,139 @@ def _tickets(config_file: str) -> int:
     return len(json.loads(result.stdout)) if result.exit_code == 0 else 0
 
 
-def _interpreter_for(user: str) -> str | None:
-    """A Python that ``user`` may run, of this one's version, or None."""
-    candidates = [os.path.realpath(sys.executable), "/usr/bin/python3"]
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for python in candidates:
-        try:
-            result = subprocess.run(
-                [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                user=user,
-            )
-        except OSError:
-            continue
-        if result.returncode == 0 and result.stdout.strip() == version:
-            return python
-    return None
+SYSTEM_PYTHON = "/usr/bin/python3"
+_REQUIRES_PYTHON = (3, 11)  # pyproject.toml's requires-python
+# What `deliver --no-process` imports to store into a SQLite database at the current schema
+# besides the standard library (tests/test_gateway_import.py keeps it that light).
+_DELIVER_IMPORTS = (mailsupport, click)
+
+
+def _version_for(user: str, python: str) -> tuple[int, int] | None:
+    """The version of ``python`` when ``user`` runs it, or None if they cannot."""
+    try:
+        result = subprocess.run(
+            [python, "-I", "-S", "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            user=user,
+            cwd="/",
+        )
+    except OSError:
+        return None
+    if result.returncode != 0:
+        return None
+    major, minor = result.stdout.split()
+    return int(major), int(minor)
+
+
+def _copied_interpreter(directory: Path) -> tuple[str, dict[str, str]]:
+    """This interpreter and its standard library, without its packages, copied to ``directory``.
+
+    A pyenv build finds its libpython by an absolute path under its own prefix: the copy is
+    pointed at its own with LD_LIBRARY_PATH.
+    """
+    prefix = directory / "python"
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    libdir = Path(str(sysconfig.get_config_var("LIBDIR")))
+    shutil.copytree(
+        stdlib,
+        prefix / "lib" / stdlib.name,
+        ignore=shutil.ignore_patterns("site-packages", "test"),
+    )
+    for library in libdir.glob("libpython*.so*"):
+        shutil.copy2(library, prefix / "lib" / library.name)
+    python = prefix / "bin" / Path(os.path.realpath(sys.executable)).name
+    python.parent.mkdir()
+    shutil.copy2(os.path.realpath(sys.executable), python)
+    return str(python), {"LD_LIBRARY_PATH": str(prefix / "lib")}
+
+
+def _pipe_python(directory: Path) -> tuple[str, dict[str, str]]:
+    """A Python the pipe's user can run, as the README's installation asks, and its environment."""
+    version = _version_for(PIPE_USER, SYSTEM_PYTHON)
+    if version is not None and version >= _REQUIRES_PYTHON:
+        return SYSTEM_PYTHON, {}
+    return _copied_interpreter(directory)
 
 
 def _install_command(directory: Path) -> Path:
-    """The `mailsupport` command, as the README's installation gives it, for this checkout.
+    """The `mailsupport` command, for this checkout, installed where the pipe's user can run it.
 
-    The pipe runs as an unprivileged user, who may not be able to read the interpreter this
-    test runs under (a pyenv under /root): the command then starts one it can, of the same
-    version, with this checkout and its installed packages on the path.
+    The interpreter runs isolated and without its site packages (``-I -S``), so the gateway
+    finds nothing but the copies: a module `deliver` newly imports fails this test.
     """
     try:
         pwd.getpwnam(PIPE_USER)
     except KeyError:
-        pytest.skip(
+        _unavailable(
             f"no {PIPE_USER!r} user for the pipe: useradd --system --home /var/lib/mailsupport "
             f"{PIPE_USER} (.ci/run creates it)"
         )
-    python = _interpreter_for(PIPE_USER)
-    if python is None:
-        pytest.skip(f"no Python {sys.version_info[:2]} that user {PIPE_USER!r} may run")
-    paths = [str(Path(mailsupport.__file__).resolve().parent.parent), *site.getsitepackages()]
-    command = directory / "bin" / "mailsupport"
-    command.parent.mkdir(mode=0o755)
-    command.write_text(
-        f"#!{python}\nimport sys\nsys.path[:0] = {paths!r}\n"
+    lib = directory / "lib"
+    for package in _DELIVER_IMPORTS:
+        source = Path(str(package.__file__)).parent
+        shutil.copytree(source, lib / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    command = _write_command(directory / "bin", lib, *_pipe_python(directory))
+    for tree in (lib, command.parent, directory / "python"):
+        _readable_by_all(tree)
+    check = subprocess.run(
+        [str(command), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        user=PIPE_USER,
+        cwd="/",
+    )
+    assert check.returncode == 0, f"user {PIPE_USER!r} cannot run {command}:\n{check.stderr}"
+    return command
+
+
+def _write_command(bin_dir: Path, lib: Path, python: str, env: dict[str, str]) -> Path:
+    bin_dir.mkdir()
+    main = bin_dir / "main.py"
+    main.write_text(
+        f"import sys\nsys.path.insert(0, {str(lib)!r})\n"
         "from mailsupport.cli.main import main\nmain()\n"
     )
+    assignments = "".join(f"{name}={value} " for name, value in env.items())
+    command = bin_dir / "mailsupport"
+    command.write_text(f'#!/bin/sh\nexec env {assignments}{python} -I -S {main} "$@"\n')
     command.chmod(0o755)
-    check = subprocess.run(
-        [str(command), "--version"], capture_output=True, timeout=60, check=False, user=PIPE_USER
-    )
-    if check.returncode != 0:
-        pytest.skip(f"user {PIPE_USER!r} cannot run this checkout: {check.stderr.decode()}")
     return command
+
+
+def _readable_by_all(tree: Path) -> None:
+    """Whatever the umask and the modes of the checkout, as an installation's files are."""
+    if not tree.exists():
+        return
+    tree.chmod(0o755)
+    for path in tree.rglob("*"):
+        executable = path.is_dir() or path.stat().st_mode & 0o100
+        path.chmod(0o755 if executable else 0o644)
+
+
+def _create_schema(config: Path, state: Path) -> None:
+    """The schema, as `serve` creates it at start, in the pipe user's state directory."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mailsupport", "-c", str(config), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in state.iterdir():
+        shutil.chown(path, PIPE_USER, PIPE_USER)
 
 
 def test_the_pipe_recipe_stores_mail_through_the_gateway(postfix_dir: Path) -> None:
     command = _install_command(postfix_dir)
     state = postfix_dir / "state"  # /var/lib/mailsupport, the user's own
-    state.mkdir(mode=0o750)
+    state.mkdir()
+    state.chmod(0o750)
     shutil.chown(state, PIPE_USER, PIPE_USER)
     config = postfix_dir / "mailsupport.toml"
     config.write_text(
@@ -342,6 +437,7 @@ def test_the_pipe_recipe_stores_mail_through_the_gateway(postfix_dir: Path) -> N
         )
     )
     config.chmod(0o644)
+    _create_schema(config, state)
     main_cf = readme_block("postfix: pipe main.cf")
     master_cf = substituted(
         readme_block("postfix: pipe master.cf"),
@@ -369,4 +465,3 @@ def test_the_pipe_recipe_stores_mail_through_the_gateway(postfix_dir: Path) -> N
         ("carol@customer.test", '["support+something@example.com"]', "pipe-2@customer.test"),
         ("carol@customer.test", '["support@example.com"]', "pipe-1@customer.test"),
     ]
-    assert (state / "mailsupport.db").stat().st_uid == pwd.getpwnam(PIPE_USER).pw_uid
