@@ -375,3 +375,38 @@ def test_a_relative_database_path_that_cannot_be_opened_names_the_directory(
         f"sqlite:///missing/mailsupport.db (database.url, relative to {tmp_path}): "
         "unable to open database file"
     )
+
+
+def test_two_mails_without_headers_are_two_messages_each_quarantined(config_file: str) -> None:
+    """Neither has a header block: their keys were once the same, and the second was dropped
+    with exit 0 as a duplicate. A real second delivery of one of them is still one message."""
+    first = b"Hello,\nthe printer on floor 3 is jammed.\n"
+    second = b"Hello,\nthe scanner on floor 2 is broken.\n"
+    for raw in (first, second, first):
+        result = _deliver(config_file, raw, "-f", "", "-r", "support@example.com")
+        assert result.returncode == 0, result.stderr
+    listed = json.loads(run_cli(config_file, "quarantine", "list", "--json").stdout)
+    assert len(listed) == 2
+    assert all("From" in entry["reason"] for entry in listed), listed
+    app = open_app(load_config(config_file))
+    try:
+        with app.factory() as session:
+            sizes = session.execute(select(Inbound.size).order_by(Inbound.id)).scalars().all()
+    finally:
+        app.close()
+    assert sizes == [len(first), len(second)]
+
+
+def test_headers_after_one_written_with_a_space_before_its_colon_are_kept(
+    config_file: str,
+) -> None:
+    raw = (
+        b"Subject : Printer on floor 3 is jammed\r\nFrom: Ann <ann@customer.test>\r\n"
+        b"To: support@example.com\r\nMessage-ID: <spaced@customer.test>\r\n\r\nIt is jammed.\r\n"
+    )
+    result = _deliver(config_file, raw, "-f", "", "-r", "support@example.com")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(run_cli(config_file, "quarantine", "list", "--json").stdout) == []
+    ticket = show_ticket(config_file, 1)
+    assert ticket["requester"] == "ann@customer.test"
+    assert ticket["subject"] == "Printer on floor 3 is jammed"

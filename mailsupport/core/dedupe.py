@@ -4,6 +4,12 @@ Two deliveries of one mail differ in the trace headers each hop prepends (Receiv
 Return-Path, Delivered-To...), so the key hashes the Message-ID and the body, never the whole
 header block. Mail without a Message-ID falls back to From, Date and Subject as written.
 
+The body is what the parser takes for it: where a mail has no header block, or its body starts
+without the blank line, the body starts at its first line that is no header, not past a blank
+line further down (the text before it read as headers, which made two such mails one). A mail
+with neither a Message-ID nor any of the headers the fallback reads is keyed on all it holds
+after its trace headers. Mail with a well-formed header block keeps the key it always had.
+
 The mail is read in pieces of at most ``CHUNK`` bytes (a line longer than that is cut inside),
 never as one list of lines or of regular expression matches: on a mail of millions of short
 lines those lists took 60 times the mail's size and seconds of CPU. Whatever the pieces, the key
@@ -19,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from mailsupport.core.headerblock import body_inside
 from mailsupport.core.limits import CONTROL
 
 CHUNK = 1 << 16  # bytes handled at a time; small enough that no step holds the GIL for long
@@ -36,6 +43,10 @@ _MBOX_QUOTED = re.compile(rb"(?m)^>+(?=From )")
 _QUOTES = re.compile(rb">*")
 _HASHED_HEADERS = (b"from", b"date", b"subject", b"to")
 _READ_HEADERS = frozenset({b"message-id", *_HASHED_HEADERS})
+# What a hop prepends, and an mbox file's "From " line: left out of a key that reads headers.
+_TRACE_HEADERS = frozenset({b"received", b"return-path", b"delivered-to", b"x-original-to"})
+_LONGEST_TRACE = max(map(len, _TRACE_HEADERS))
+_BLANKS = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips
 
 
 @dataclass(frozen=True)
@@ -164,11 +175,46 @@ def _body_hash(raw: bytes, start: int, chunk: int) -> bytes:
     return digest.digest()
 
 
-def dedupe_key(raw: bytes, *, chunk: int = CHUNK) -> DedupeKey:
+def _first_own_line(raw: bytes, end: int) -> int | None:
+    """Where the first header line that is no trace header starts."""
+    start = 0
+    while start < end:
+        found = _LOGICAL_END.search(raw, start, end)
+        stop, after = (found.start(), found.end()) if found else (end, end)
+        colon = raw.find(b":", start, stop)
+        if not _is_trace(raw, start, colon if colon >= 0 else stop):
+            return start
+        start = after
+    return None
+
+
+def _is_trace(raw: bytes, start: int, stop: int) -> bool:
+    """Whether the field name in ``raw[start:stop]``, white space around it ignored, is a trace
+    header's, or the line an mbox "From " line; the name is never copied whole."""
+    if raw.startswith(b"From ", start):
+        return True
+    while start < stop and raw[start] in _BLANKS:
+        start += 1
+    while stop > start and raw[stop - 1] in _BLANKS:
+        stop -= 1
+    return stop - start <= _LONGEST_TRACE and raw[start:stop].lower() in _TRACE_HEADERS
+
+
+def _split(raw: bytes) -> tuple[int, int]:
+    """Where the header block ends and where the body the key hashes starts."""
     header_end = _HEADER_END.search(raw)
-    block_end, body_start = (
-        (header_end.start(), header_end.end()) if header_end else (len(raw), len(raw))
-    )
+    if header_end is None:
+        block_end = body_start = len(raw)
+    else:
+        block_end, body_start = header_end.start(), header_end.end()
+    inside = body_inside(raw)
+    if inside is not None and inside[0] < block_end:
+        return inside
+    return block_end, body_start
+
+
+def dedupe_key(raw: bytes, *, chunk: int = CHUNK) -> DedupeKey:
+    block_end, body_start = _split(raw)
     spans = _header_spans(raw, block_end)
     mid_span = spans.get(b"message-id")
     mid_value = b"".join(_unfolded(raw, mid_span, chunk)).strip() if mid_span else None
@@ -183,6 +229,9 @@ def dedupe_key(raw: bytes, *, chunk: int = CHUNK) -> DedupeKey:
             if span is not None:
                 _update_stripped(digest, _unfolded(raw, span, chunk), leading=True)
             digest.update(b"\0")
+        if not any(name in spans for name in _HASHED_HEADERS):
+            own = _first_own_line(raw, block_end)
+            body_start = body_start if own is None else own
     digest.update(_body_hash(raw, body_start, chunk))
     # Stored for display only, and PostgreSQL cannot store a NUL: a mail whose Message-ID held
     # one could not be stored at all. The key still hashes the id as it came.

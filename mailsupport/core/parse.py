@@ -33,7 +33,7 @@ from mailparser.utils import get_addresses
 
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
-from mailsupport.core.headerblock import fold_stray_lines
+from mailsupport.core.headerblock import repair_header_block
 from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.malformed import recover_mailbox
@@ -130,11 +130,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _parse(raw: bytes) -> ParsedMessage:
-    raw, folded = fold_stray_lines(raw)
+    raw, repairs = repair_header_block(raw)
     message = _mime_tree(raw)
     collected = _walk(message)
-    if folded:
-        collected.defects.append(f"{folded} unindented header line(s) read as continuations")
+    collected.defects.extend(repairs)
     charsets = _mail_charsets(message, collected)
     headers, header_defects = _decoded_headers(message, charsets)
     _repair_address_headers(message, charsets)

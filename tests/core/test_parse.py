@@ -784,6 +784,39 @@ def test_unindented_continuations_of_addresses_and_of_a_last_header() -> None:
     assert parsed.text == "Inside."
 
 
+@pytest.mark.parametrize("spaced", ["Subject", "From", "To"])
+def test_white_space_before_a_colon_keeps_the_header_and_those_after_it(spaced: str) -> None:
+    """RFC 5322's obsolete syntax allows ``Subject : x``; the email package ends the headers
+    there, which lost the From of the mail."""
+    lines = {
+        "Subject": "Subject: Printer jammed",
+        "From": "From: Ann <ann@customer.test>",
+        "To": "To: support@example.com",
+    }
+    lines[spaced] = lines[spaced].replace(":", " \t :", 1)
+    raw = mail(
+        lines["Subject"],
+        lines["From"],
+        lines["To"],
+        "Message-ID: <spaced@customer.test>",
+        "Date: Mon, 2 Mar 2026 10:00:00 +0100",
+        body="The printer is jammed.\n",
+    )
+    parsed = parse_message(raw)
+    assert parsed.subject == "Printer jammed"
+    assert parsed.from_ == Address("ann@customer.test", "Ann")
+    assert [a.email for a in parsed.to] == ["support@example.com"]
+    assert parsed.message_id == "spaced@customer.test"
+    assert parsed.date == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    assert parsed.text == "The printer is jammed.\n"
+    assert "1 header name(s) followed by white space before the colon" in parsed.defects
+
+
+def test_a_body_line_with_white_space_before_a_colon_stays_in_the_body() -> None:
+    parsed = parse_message(b"From: a@example.com\nSubject: hi\nHello,\nNote : call me\n")
+    assert parsed.text == "Hello,\nNote : call me\n"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
