@@ -34,6 +34,7 @@ from mailparser.utils import get_addresses
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
 from mailsupport.core.headerblock import fold_stray_lines
+from mailsupport.core.headerbound import bound_header_block
 from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.malformed import recover_mailbox
@@ -130,9 +131,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _parse(raw: bytes) -> ParsedMessage:
+    raw, bounded = bound_header_block(raw)
     raw, folded = fold_stray_lines(raw)
     message = _mime_tree(raw)
     collected = _walk(message)
+    if bounded:
+        collected.defects.append(bounded)
     if folded:
         collected.defects.append(f"{folded} unindented header line(s) read as continuations")
     charsets = _mail_charsets(message, collected)
