@@ -39,6 +39,7 @@ from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.malformed import recover_mailbox
 from mailsupport.core.message import Address, Attachment, ParsedMessage
+from mailsupport.core.partbound import bound_parts
 from mailsupport.core.uuencode import extract_uuencoded
 from mailsupport.errors import MessageParseError
 
@@ -133,10 +134,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
 def _parse(raw: bytes) -> ParsedMessage:
     raw, bounded = bound_header_block(raw)
     raw, folded = fold_stray_lines(raw)
+    raw, cut = bound_parts(raw)
     message = _mime_tree(raw)
     collected = _walk(message)
-    if bounded:
-        collected.defects.append(bounded)
+    collected.defects += [note for note in (bounded, cut) if note]
     if folded:
         collected.defects.append(f"{folded} unindented header line(s) read as continuations")
     charsets = _mail_charsets(message, collected)
