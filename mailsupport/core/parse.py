@@ -34,10 +34,12 @@ from mailparser.utils import get_addresses
 from mailsupport.core.charsets import decode_encoded_words, decode_header, decode_raw_header
 from mailsupport.core.charsets import decode_text as decode_part_text
 from mailsupport.core.headerblock import repair_header_block
+from mailsupport.core.headerbound import bound_header_block
 from mailsupport.core.htmltext import body_text
 from mailsupport.core.limits import address_problem, bounded_message_id
 from mailsupport.core.malformed import recover_mailbox
 from mailsupport.core.message import Address, Attachment, ParsedMessage
+from mailsupport.core.partbound import bound_parts
 from mailsupport.core.uuencode import extract_uuencoded
 from mailsupport.errors import MessageParseError
 
@@ -130,10 +132,13 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _parse(raw: bytes) -> ParsedMessage:
+    raw, bounded = bound_header_block(raw)
     raw, repairs = repair_header_block(raw)
+    raw, cut = bound_parts(raw)
     message = _mime_tree(raw)
     collected = _walk(message)
     collected.defects.extend(repairs)
+    collected.defects += [note for note in (bounded, cut) if note]
     charsets = _mail_charsets(message, collected)
     headers, header_defects = _decoded_headers(message, charsets)
     _repair_address_headers(message, charsets)

@@ -197,3 +197,14 @@ def test_a_mail_of_millions_of_short_lines_takes_little_memory() -> None:
     no_headers = b"X: " + b"x\r\n y" * 1_000_000
     for raw in (short_lines, folded, quoted, no_blank_line, stray, no_headers):
         assert _peak_allocated(raw) < len(raw)
+
+
+def test_the_header_block_ends_at_the_first_blank_line_however_lines_end() -> None:
+    from mailsupport.core.dedupe import _header_end
+
+    blank_line = re.compile(rb"\r?\n\r?\n")
+    rng = random.Random(5)
+    for _ in range(3000):
+        raw = bytes(rng.choice(b"ab:\r\n ") for _ in range(rng.randrange(12)))
+        match = blank_line.search(raw)
+        assert _header_end(raw) == ((match.start(), match.end()) if match else (len(raw),) * 2)
