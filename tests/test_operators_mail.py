@@ -285,7 +285,9 @@ def test_comment_address_never_reaches_the_customer(staff_app: App, relay: Sink)
         body="Internal: ordered a new drum.",
         headers={"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=example.com"},
     )
-    outcome = ingest(staff_app, raw, envelope_to=("support-comment@example.com",))
+    outcome = ingest(
+        staff_app, raw, envelope_to=("support-comment@example.com",), authres_trusted=True
+    )
     assert "internal note" in outcome.detail
     send(staff_app)
     assert customer_copies(relay) == []
@@ -424,7 +426,7 @@ def test_forged_authentication_results(staff_app: App, relay: Sink, results: lis
         in_reply_to=CUSTOMER_ID,
     )
     headers = "".join(f"Authentication-Results: {r}\r\n" for r in results).encode()
-    ingest(staff_app, headers + raw, envelope_to=("support@example.com",))
+    ingest(staff_app, headers + raw, envelope_to=("support@example.com",), authres_trusted=True)
     _assert_untrusted(staff_app, relay)
 
 
@@ -437,7 +439,7 @@ def test_genuine_authentication_results_prove_the_operator(staff_app: App, relay
         in_reply_to=CUSTOMER_ID,
         headers={"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=example.com"},
     )
-    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",), authres_trusted=True)
     assert "relayed" in outcome.detail
     assert ticket_json(staff_app, 1)["status"] == "waiting"
 
@@ -636,7 +638,7 @@ def test_an_operators_mail_naming_no_ticket_opens_none(
     staff_app: App, relay: Sink, proven: bool
 ) -> None:
     raw = make_mail(sender=ALICE, subject="Lunch?", body="Anyone?", headers=DKIM if proven else {})
-    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",), authres_trusted=True)
     reason = _quarantined(staff_app, outcome.inbound_id)
     assert reason.startswith("held for review: ")
     assert ("an operator is never a ticket's customer" in reason) is proven
@@ -718,7 +720,7 @@ def test_inline_forward_opens_a_ticket_for_the_customer(staff_app: App, relay: S
         "Since this morning the VPN does not connect.\n"
     )
     raw = make_mail(sender=ALICE, subject="Fwd: VPN does not connect", body=body, headers=DKIM)
-    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",), authres_trusted=True)
     data = ticket_json(staff_app, outcome.ticket_number)
     assert data["requester"] == "erin@customer.test"
     assert data["subject"] == "VPN does not connect"
@@ -741,7 +743,9 @@ def test_attached_forward_opens_a_ticket_for_the_customer(staff_app: App, relay:
     msg["Authentication-Results"] = DKIM["Authentication-Results"]
     msg.set_content("For billing.")
     msg.add_attachment(original, maintype="message", subtype="rfc822")
-    outcome = ingest(staff_app, msg.as_bytes(), envelope_to=("support@example.com",))
+    outcome = ingest(
+        staff_app, msg.as_bytes(), envelope_to=("support@example.com",), authres_trusted=True
+    )
     data = ticket_json(staff_app, outcome.ticket_number)
     assert data["requester"] == "frank@customer.test"
     assert "I did not get my invoice." in data["messages"][0]["text"]
@@ -990,3 +994,78 @@ def test_daemon_nobody_joins_through_an_operators_reply_address(
     _processed(staff_daemon, 6)
     assert relay.to("mallory@evil.test") == relay.to("eve@evil.test") == []
     assert all(r.message["Auto-Submitted"] == "auto-generated" for r in relay.to(ALICE))
+
+
+# --- Authentication-Results count only on mail that came through our MTA ------------------------
+
+
+def _authres_daemon(db_url: str, relay: Sink, *, lmtp: bool, relays: list[str]) -> Daemon:
+    config = operator_config(
+        db_url,
+        relay,
+        outbound={"send_interval": 0.2},
+        smtp={"lmtp": lmtp},
+        support={"trusted_relays": relays},
+    )
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    return daemon
+
+
+def _send_over(daemon: Daemon, sender: str, recipients: list[str], raw: bytes) -> None:
+    """Submit over SMTP or, when the listener speaks it, LMTP."""
+    assert daemon.smtp_address is not None and daemon.app is not None
+    if not daemon.app.config.smtp.lmtp:
+        _submit(daemon, sender, recipients, raw)
+        return
+    with smtplib.LMTP(*daemon.smtp_address) as client:
+        client.sendmail(sender, recipients, raw)
+
+
+def _alice_with_dkim_pass(daemon: Daemon) -> None:
+    """A customer opens ticket 1; mail from Alice's address with a DKIM pass closes it."""
+    _send_over(daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    _processed(daemon, 1)
+    answer = make_mail(
+        sender=ALICE,
+        subject="Re: [ACME #1] x",
+        body="#status closed\n\nDone.",
+        in_reply_to=CUSTOMER_ID,
+        headers=DKIM,
+    )
+    _send_over(daemon, ALICE, ["support@example.com"], answer)
+    _processed(daemon, 2)
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_daemon_authentication_results_from_an_untrusted_client_prove_nothing(
+    db_url: str, relay: Sink, lmtp: bool
+) -> None:
+    """Mail that reaches the listener directly carries whatever headers its sender wrote."""
+    daemon = _authres_daemon(db_url, relay, lmtp=lmtp, relays=["192.0.2.0/24"])
+    try:
+        app = _app(daemon)
+        add_staff(app)
+        _alice_with_dkim_pass(daemon)
+        assert ticket_json(app, 1)["status"] == "new"
+        [event] = events(app, "operator_unverified")
+        assert "did not come through a trusted relay" in event.data["reason"]
+        assert [m["internal"] for m in inbound(ticket_json(app, 1))] == [False, True]
+        assert customer_copies(relay) == []
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_daemon_authentication_results_from_a_trusted_relay_prove_the_operator(
+    db_url: str, relay: Sink, lmtp: bool
+) -> None:
+    daemon = _authres_daemon(db_url, relay, lmtp=lmtp, relays=["192.0.2.7", "127.0.0.0/8"])
+    try:
+        app = _app(daemon)
+        add_staff(app)
+        _alice_with_dkim_pass(daemon)
+        assert ticket_json(app, 1)["status"] == "closed"
+        assert events(app, "operator_unverified") == []
+    finally:
+        daemon.stop()

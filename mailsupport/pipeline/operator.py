@@ -110,7 +110,12 @@ def _proof(
         return Claim(
             None, targets[0].ticket_number, "reply address not signed for this operator and ticket"
         )
-    proof = verify_sender(incoming.parsed.headers, address, config.support.trusted_authserv_id)
+    proof = verify_sender(
+        incoming.parsed.headers,
+        address,
+        config.support.trusted_authserv_id,
+        trusted=incoming.authres_trusted,
+    )
     if proof.ok:
         return Claim(operator, None, proof.reason, comment)
     return Claim(None, None, f"no signed reply address; {proof.reason}")
