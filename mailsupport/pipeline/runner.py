@@ -447,7 +447,7 @@ class Pipeline:
     def _route(self, session: Session, incoming: Incoming, raw: bytes, now: datetime) -> _Routed:
         """Decide where the message goes and apply it."""
         people = identify(session, incoming, self.config, now)
-        claim = prove_operator(session, incoming, people, self.config)
+        claim = prove_operator(session, incoming, people, self.config, now)
         if claim is not None:
             by_operator = route_operator_mail(
                 session, incoming, claim, people, self.config, self.staff, now, raw
