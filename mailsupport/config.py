@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import math
 import os
 import re
@@ -61,6 +62,9 @@ class SupportConfig:
     # pass it reports for the From domain proves an operator's identity; empty: only signed
     # reply addresses do.
     trusted_authserv_id: str = ""
+    # Peers (IP addresses or networks) of the SMTP/LMTP listener that are our MTA: only mail
+    # they hand over (and mail from the gateway) may prove anything by Authentication-Results.
+    trusted_relays: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,12 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class OperatorsConfig:
+    # A signed reply address acts for this many days after the mail that carried it was sent.
+    reply_address_days: int = 90
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     # Who this daemon is across its restarts; empty: the host name and the config file (or,
     # without one, the database). A daemon started again frees at once what the one before
@@ -182,6 +192,8 @@ class ImapAccount:
     idle_refresh: float = 120.0
     poll_interval: float = 60.0  # seconds between checks on a server without IDLE
     timeout: float = 30.0  # seconds any one command may take before the connection is dropped
+    # Whether the provider's Authentication-Results may prove an operator (see README).
+    trust_authentication_results: bool = False
 
     @property
     def after_action(self) -> str:
@@ -215,6 +227,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    operators: OperatorsConfig = field(default_factory=OperatorsConfig)
     queues: Mapping[str, str] = field(default_factory=dict)  # extra address -> queue name
     imap: tuple[ImapAccount, ...] = ()
     source: str = "built-in defaults"
@@ -393,6 +406,18 @@ def _instance(value: Any) -> str:
     return text
 
 
+def _networks(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError('must be a list of IP addresses or networks, e.g. ["127.0.0.1"]')
+    networks = []
+    for text in value:
+        try:
+            networks.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"must hold IP addresses or networks; {text!r} is neither") from None
+    return tuple(networks)
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
@@ -413,6 +438,7 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
             "secret": _optional_string,
             "comment_address": _optional_address,
             "trusted_authserv_id": _optional_string,
+            "trusted_relays": _networks,
         },
     ),
     "database": (DatabaseConfig, {"url": _db_url, "busy_timeout": _positive_float}),
@@ -482,6 +508,7 @@ _SCHEMA: dict[str, tuple[type[Any], dict[str, Validator]]] = {
         },
     ),
     "daemon": (DaemonConfig, {"instance": _instance}),
+    "operators": (OperatorsConfig, {"reply_address_days": _positive_int}),
 }
 
 
@@ -526,6 +553,7 @@ _IMAP_FIELDS: dict[str, Validator] = {
     "idle_refresh": _idle_refresh,
     "poll_interval": _positive_float,
     "timeout": _positive_float,
+    "trust_authentication_results": _boolean,
 }
 _IMAP_REQUIRED = ("name", "host", "username")
 
@@ -558,6 +586,7 @@ _ENV_PARSERS: dict[Validator, Callable[[str], Any]] = {
     _positive_float: _env_number(float),
     _non_negative_float: _env_number(float),
     _statuses: lambda text: [v.strip() for v in text.split(",") if v.strip()],
+    _networks: lambda text: [v.strip() for v in text.split(",") if v.strip()],
     _boolean: _env_boolean,
 }
 

@@ -70,14 +70,23 @@ def show_ticket(config_path: str, number: int) -> dict[str, Any]:
 
 
 def ingest(
-    app: Any, raw: bytes, *, channel: str = "smtp", envelope_to: tuple[str, ...] = ()
+    app: Any,
+    raw: bytes,
+    *,
+    channel: str = "smtp",
+    envelope_to: tuple[str, ...] = (),
+    authres_trusted: bool = False,
 ) -> Any:
-    """Store a message as a channel would, then run the pipeline on it; returns the Outcome."""
+    """Store a message as a channel would, then run the pipeline on it; returns the Outcome.
+
+    ``authres_trusted``: as from a trusted relay, whose Authentication-Results count.
+    """
     from mailsupport.db.inbox import RawMail, store_one
     from mailsupport.pipeline.runner import Pipeline
 
+    mail = RawMail(raw, channel, None, envelope_to, authres_trusted=authres_trusted)
     with app.factory.begin() as session:
-        stored = store_one(session, RawMail(raw, channel, None, envelope_to), app.clock.now())
+        stored = store_one(session, mail, app.clock.now())
     return Pipeline(app.factory, app.config, app.clock).process_one(stored.inbound_id)
 
 

@@ -22,6 +22,7 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
     assert example.limits == defaults.limits
     assert example.pipeline == defaults.pipeline
     assert example.daemon == defaults.daemon
+    assert example.operators == defaults.operators
 
 
 @pytest.mark.parametrize(
@@ -55,6 +56,12 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
             {"pipeline": {"automatic_mail": "keep"}},
             "pipeline.automatic_mail must be one of ticket, drop",
         ),
+        (
+            {"support": {"trusted_relays": ["127.0.0.1", "mx.example.com"]}},
+            "support.trusted_relays must hold IP addresses or networks; 'mx.example.com'",
+        ),
+        ({"support": {"trusted_relays": "127.0.0.1"}}, "support.trusted_relays must be a list"),
+        ({"operators": {"reply_address_days": 0}}, "operators.reply_address_days must be"),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, object], message: str) -> None:
@@ -100,6 +107,7 @@ def test_environment_booleans_take_the_usual_spellings(text: str, value: bool) -
         ("MAILSUPPORT_OUTBOUND_SEND_INTERVAL", "inf", "(outbound.send_interval): must be"),
         ("MAILSUPPORT_NOTIFICATIONS_COMBINE_SECONDS", "-nan", "(notifications.combine_seconds)"),
         ("MAILSUPPORT_NOTIFICATIONS_STATUSES", "open,done", "(notifications.statuses): must be"),
+        ("MAILSUPPORT_SUPPORT_TRUSTED_RELAYS", "10.0.0.1,mx", "(support.trusted_relays): must"),
     ],
 )
 def test_bad_environment_value_names_the_variable_and_the_key(
@@ -118,6 +126,7 @@ def test_a_number_that_is_not_finite_is_refused(number: float) -> None:
         build_config({"database": {"busy_timeout": number}}, env={})
     with pytest.raises(ConfigError, match=r"notifications\.combine_seconds must be a number"):
         build_config({"notifications": {"combine_seconds": number}}, env={})
+
 
 def test_queues_route_addresses() -> None:
     config = build_config({"queues": {"Sales@Example.com": "sales"}}, env={})
@@ -277,3 +286,14 @@ def test_the_environment_is_checked_when_a_file_is_loaded(
     monkeypatch.setenv("MAILSUPPORT_SMTP_PROT", "25")
     with pytest.raises(ConfigError, match=r"^Unknown environment variable MAILSUPPORT_SMTP_PROT "):
         load_config(path)
+
+
+def test_trusted_relays_are_networks_from_the_file_or_the_environment() -> None:
+    data = {"support": {"trusted_relays": ["127.0.0.1", "10.1.2.3/16", "::1"]}}
+    assert build_config(data, env={}).support.trusted_relays == (
+        "127.0.0.1/32",
+        "10.1.0.0/16",
+        "::1/128",
+    )
+    env = {"MAILSUPPORT_SUPPORT_TRUSTED_RELAYS": "192.0.2.25, 2001:db8::/32"}
+    assert build_config({}, env=env).support.trusted_relays == ("192.0.2.25/32", "2001:db8::/32")

@@ -312,6 +312,7 @@ def test_the_sqlite_gateway_stores_exactly_what_the_inbox_does(tmp_path: Path) -
         RawMail(make_mail(message_id="<a@customer.test>"), "gateway", "carol\x00@customer.test"),
         RawMail(make_mail(), "gateway", None, ("support@example.com", "x@y.z")),
         RawMail(make_mail(message_id="<a@customer.test>"), "gateway", "again@customer.test"),
+        RawMail(make_mail(message_id="<b@customer.test>"), "gateway", authres_trusted=True),
     ]
     urls = [f"sqlite:///{tmp_path / name}" for name in ("orm.db", "sqlite3.db")]
     for url in urls:
@@ -325,7 +326,7 @@ def test_the_sqlite_gateway_stores_exactly_what_the_inbox_does(tmp_path: Path) -
     finally:
         app.close()
     assert _rows(urls[1]) == _rows(urls[0])
-    assert len(_rows(urls[0])) == 4  # two mails and their bytes; the third was a duplicate
+    assert len(_rows(urls[0])) == 6  # three mails and their bytes; the third was a duplicate
 
 
 def test_the_sqlite_gateway_leaves_a_database_it_cannot_vouch_for_to_the_full_path(
@@ -410,3 +411,26 @@ def test_headers_after_one_written_with_a_space_before_its_colon_are_kept(
     ticket = show_ticket(config_file, 1)
     assert ticket["requester"] == "ann@customer.test"
     assert ticket["subject"] == "Printer on floor 3 is jammed"
+
+
+def test_authentication_results_on_mail_from_the_gateway_prove_an_operator(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The MTA runs the gateway, so the topmost Authentication-Results header is its own."""
+    data = config_data(sqlite_url, support={"trusted_authserv_id": "mx.example.com"})
+    config_file = str(write_config(tmp_path / "c.toml", data))
+    assert run_cli(config_file, "db", "upgrade").exit_code == 0
+    added = run_cli(config_file, "operators", "add", "alice@example.com", "--name", "Alice")
+    assert added.exit_code == 0, added.output
+    first = make_mail(message_id="<problem@customer.test>")
+    assert _deliver(config_file, first, "-f", "carol@customer.test").returncode == 0
+    answer = make_mail(
+        sender="alice@example.com",
+        subject="Re: [ACME #1] x",
+        body="#status waiting\n\nA photo, please.",
+        in_reply_to="<problem@customer.test>",
+        headers={"Authentication-Results": "mx.example.com; dkim=pass header.d=example.com"},
+    )
+    result = _deliver(config_file, answer, "-f", "alice@example.com")
+    assert result.returncode == 0, result.stderr
+    assert show_ticket(config_file, 1)["status"] == "waiting"

@@ -558,3 +558,16 @@ def test_without_idle_the_account_is_polled(
         daemon.stop()
     assert sorted(stored(app)) == ids("polled", 2)
     box.remote.close()
+
+
+@pytest.mark.parametrize("trust", [None, False, True], ids=["default", "false", "true"])
+def test_authentication_results_count_only_from_an_account_that_trusts_its_provider(
+    box: Box, sqlite_url: str, opened: list[App], trust: bool | None
+) -> None:
+    """The provider's MTA wrote the header, or the sender did: only the admin can say."""
+    values = {} if trust is None else {"trust_authentication_results": trust}
+    app = open_db(make_config(sqlite_url, box.account(**values)), opened)
+    box.remote.append_all(box.inbox, mails("authres", 1))
+    assert poller(app).run_once() == 1
+    with app.factory() as session:
+        assert session.execute(select(Inbound.authres_trusted)).scalars().all() == [bool(trust)]

@@ -125,3 +125,44 @@ def test_the_schema_head_known_without_alembic_is_the_scripts_head() -> None:
     from mailsupport.db.schema import HEAD
 
     assert head_revision() == HEAD
+
+
+def _settings(engine: Engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT key, value FROM settings")).all()
+    return {str(key): str(value) for key, value in rows}
+
+
+def test_reply_addresses_sent_before_they_carried_a_day_keep_working_for_a_while(
+    db_url: str,
+) -> None:
+    """The old key becomes the reply key, and its undated addresses date from the upgrade."""
+    from datetime import UTC, datetime
+
+    from mailsupport.core.replyaddr import day_number
+
+    app = open_app(build_config(config_data(db_url), env={}), migrate=True)
+    try:
+        ingest(app, make_mail())  # a ticket, whose operators may hold undated addresses
+    finally:
+        app.close()
+    engine = create_engine(db_url)
+    try:
+        _downgrade(engine, "0008")
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM settings"))
+            connection.execute(text("INSERT INTO settings VALUES ('signing-key', 'old')"))
+        before = day_number(datetime.now(UTC))
+        upgrade(engine)
+        after = day_number(datetime.now(UTC))
+        settings = _settings(engine)
+        _downgrade(engine, "0008")
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM tickets"))
+        upgrade(engine)
+        fresh = _settings(engine)
+    finally:
+        engine.dispose()
+    assert settings.pop("undated-reply-addresses-issued") in {str(before), str(after)}
+    assert settings == {"signing-key": "old", "reply-key": "old"}
+    assert fresh == {"signing-key": "old", "reply-key": "old"}  # no ticket: none was sent

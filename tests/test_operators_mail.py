@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Iterator
+from datetime import timedelta
 from email.utils import getaddresses, parseaddr
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,17 +15,17 @@ from sqlalchemy import select
 from mailsupport.app import App, open_app
 from mailsupport.clock import FrozenClock
 from mailsupport.config import Config, build_config
-from mailsupport.core.replyaddr import reply_address
+from mailsupport.core.replyaddr import day_number, reply_address, token
 from mailsupport.daemon import Daemon
-from mailsupport.db.models import Event, Operator, TimeEntry
+from mailsupport.db.models import Event, Inbound, Operator, Setting, TimeEntry
 from mailsupport.domain.operators import add_address, add_operator, join_queue, remove_operator
-from mailsupport.domain.settings import server_secret
+from mailsupport.domain.settings import UNDATED_REPLY_DAY, reply_keys
 from mailsupport.domain.tickets import get_or_create_queue
 from mailsupport.outbound.sender import OutboxSender
 
-from _fixtures import config_data
+from _fixtures import config_data, write_config
 from sink import Received, Sink
-from support import inbound, ingest, make_mail, ticket_json, wait_for
+from support import inbound, ingest, make_mail, run_cli, ticket_json, wait_for
 
 CUSTOMER = "carol@customer.test"
 CUSTOMER_ID = "<problem@customer.test>"
@@ -68,9 +70,9 @@ def signed(app: App, number: int, operator_email: str) -> str:
         operator = session.execute(
             select(Operator).where(Operator.email == operator_email)
         ).scalar_one()
-        return reply_address(
-            "support@example.com", number, operator.id, server_secret(session, app.config)
-        )
+        secret = reply_keys(session, app.config).current
+        day = day_number(app.clock.now())
+        return reply_address("support@example.com", number, operator.id, secret, day)
 
 
 def events(app: App, kind: str) -> list[Event]:
@@ -307,7 +309,9 @@ def test_comment_address_never_reaches_the_customer(staff_app: App, relay: Sink)
         body="Internal: ordered a new drum.",
         headers={"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=example.com"},
     )
-    outcome = ingest(staff_app, raw, envelope_to=("support-comment@example.com",))
+    outcome = ingest(
+        staff_app, raw, envelope_to=("support-comment@example.com",), authres_trusted=True
+    )
     assert "internal note" in outcome.detail
     send(staff_app)
     assert customer_copies(relay) == []
@@ -446,7 +450,7 @@ def test_forged_authentication_results(staff_app: App, relay: Sink, results: lis
         in_reply_to=CUSTOMER_ID,
     )
     headers = "".join(f"Authentication-Results: {r}\r\n" for r in results).encode()
-    ingest(staff_app, headers + raw, envelope_to=("support@example.com",))
+    ingest(staff_app, headers + raw, envelope_to=("support@example.com",), authres_trusted=True)
     _assert_untrusted(staff_app, relay)
 
 
@@ -459,7 +463,7 @@ def test_genuine_authentication_results_prove_the_operator(staff_app: App, relay
         in_reply_to=CUSTOMER_ID,
         headers={"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=example.com"},
     )
-    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",), authres_trusted=True)
     assert "relayed" in outcome.detail
     assert ticket_json(staff_app, 1)["status"] == "waiting"
 
@@ -658,7 +662,7 @@ def test_an_operators_mail_naming_no_ticket_opens_none(
     staff_app: App, relay: Sink, proven: bool
 ) -> None:
     raw = make_mail(sender=ALICE, subject="Lunch?", body="Anyone?", headers=DKIM if proven else {})
-    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",), authres_trusted=True)
     reason = _quarantined(staff_app, outcome.inbound_id)
     assert reason.startswith("held for review: ")
     assert ("an operator is never a ticket's customer" in reason) is proven
@@ -740,7 +744,7 @@ def test_inline_forward_opens_a_ticket_for_the_customer(staff_app: App, relay: S
         "Since this morning the VPN does not connect.\n"
     )
     raw = make_mail(sender=ALICE, subject="Fwd: VPN does not connect", body=body, headers=DKIM)
-    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",))
+    outcome = ingest(staff_app, raw, envelope_to=("support@example.com",), authres_trusted=True)
     data = ticket_json(staff_app, outcome.ticket_number)
     assert data["requester"] == "erin@customer.test"
     assert data["subject"] == "VPN does not connect"
@@ -763,7 +767,9 @@ def test_attached_forward_opens_a_ticket_for_the_customer(staff_app: App, relay:
     msg["Authentication-Results"] = DKIM["Authentication-Results"]
     msg.set_content("For billing.")
     msg.add_attachment(original, maintype="message", subtype="rfc822")
-    outcome = ingest(staff_app, msg.as_bytes(), envelope_to=("support@example.com",))
+    outcome = ingest(
+        staff_app, msg.as_bytes(), envelope_to=("support@example.com",), authres_trusted=True
+    )
     data = ticket_json(staff_app, outcome.ticket_number)
     assert data["requester"] == "frank@customer.test"
     assert "I did not get my invoice." in data["messages"][0]["text"]
@@ -1012,3 +1018,232 @@ def test_daemon_nobody_joins_through_an_operators_reply_address(
     _processed(staff_daemon, 6)
     assert relay.to("mallory@evil.test") == relay.to("eve@evil.test") == []
     assert all(r.message["Auto-Submitted"] == "auto-generated" for r in relay.to(ALICE))
+
+
+# --- Authentication-Results count only on mail that came through our MTA ------------------------
+
+
+def _authres_daemon(db_url: str, relay: Sink, *, lmtp: bool, relays: list[str]) -> Daemon:
+    config = operator_config(
+        db_url,
+        relay,
+        outbound={"send_interval": 0.2},
+        smtp={"lmtp": lmtp},
+        support={"trusted_relays": relays},
+    )
+    daemon = Daemon(config, worker_processes=False)
+    daemon.start()
+    return daemon
+
+
+def _send_over(daemon: Daemon, sender: str, recipients: list[str], raw: bytes) -> None:
+    """Submit over SMTP or, when the listener speaks it, LMTP."""
+    assert daemon.smtp_address is not None and daemon.app is not None
+    if not daemon.app.config.smtp.lmtp:
+        _submit(daemon, sender, recipients, raw)
+        return
+    with smtplib.LMTP(*daemon.smtp_address) as client:
+        client.sendmail(sender, recipients, raw)
+
+
+def _alice_with_dkim_pass(daemon: Daemon) -> None:
+    """A customer opens ticket 1; mail from Alice's address with a DKIM pass closes it."""
+    _send_over(daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    _processed(daemon, 1)
+    answer = make_mail(
+        sender=ALICE,
+        subject="Re: [ACME #1] x",
+        body="#status closed\n\nDone.",
+        in_reply_to=CUSTOMER_ID,
+        headers=DKIM,
+    )
+    _send_over(daemon, ALICE, ["support@example.com"], answer)
+    _processed(daemon, 2)
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_daemon_authentication_results_from_an_untrusted_client_prove_nothing(
+    db_url: str, relay: Sink, lmtp: bool
+) -> None:
+    """Mail that reaches the listener directly carries whatever headers its sender wrote."""
+    daemon = _authres_daemon(db_url, relay, lmtp=lmtp, relays=["192.0.2.0/24"])
+    try:
+        app = _app(daemon)
+        add_staff(app)
+        _alice_with_dkim_pass(daemon)
+        assert ticket_json(app, 1)["status"] == "new"
+        [event] = events(app, "operator_unverified")
+        assert "did not come through a trusted relay" in event.data["reason"]
+        assert [m["internal"] for m in inbound(ticket_json(app, 1))] == [False, True]
+        assert customer_copies(relay) == []
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_daemon_authentication_results_from_a_trusted_relay_prove_the_operator(
+    db_url: str, relay: Sink, lmtp: bool
+) -> None:
+    daemon = _authres_daemon(db_url, relay, lmtp=lmtp, relays=["192.0.2.7", "127.0.0.0/8"])
+    try:
+        app = _app(daemon)
+        add_staff(app)
+        _alice_with_dkim_pass(daemon)
+        assert ticket_json(app, 1)["status"] == "closed"
+        assert events(app, "operator_unverified") == []
+    finally:
+        daemon.stop()
+
+
+# --- reply addresses expire, and their key can be replaced ---------------------------------------
+
+EXPIRED_SUBJECT = "Reply address expired, nothing done: "
+
+
+@pytest.fixture
+def dated_daemon(db_url: str, relay: Sink, clock: FrozenClock) -> Iterator[Daemon]:
+    config = operator_config(
+        db_url, relay, outbound={"send_interval": 0.2}, operators={"reply_address_days": 90}
+    )
+    daemon = Daemon(config, clock=clock, worker_processes=False)
+    daemon.start()
+    try:
+        add_staff(_app(daemon))
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _refused_then_resent(daemon: Daemon, relay: Sink, notification: Received, reason: str) -> None:
+    """Alice's answer to ``notification`` does nothing and brings her a fresh address, which
+    then works."""
+    app = _app(daemon)
+    _answer(daemon, notification, "#status waiting\n\nA photo, please.", sender=ALICE)
+    [renewal] = wait_for(
+        lambda: [r for r in relay.to(ALICE) if EXPIRED_SUBJECT in r.message["Subject"]],
+        timeout=30,
+    )
+    text = renewal.message.get_body(("plain",)).get_content()
+    assert reason in text and "none of its commands was applied" in text
+    assert renewal.message["In-Reply-To"] is not None
+    old, fresh = (parseaddr(m["Reply-To"])[1] for m in (notification.message, renewal.message))
+    assert fresh != old and fresh == signed(app, 1, ALICE)
+    assert ticket_json(app, 1)["status"] == "new"
+    assert customer_copies(relay) == []
+    [event] = events(app, "operator_unverified")
+    assert reason in event.data["reason"]
+    assert [m["internal"] for m in inbound(ticket_json(app, 1))] == [False, True]
+    _answer(daemon, renewal, "#status waiting\n\nA photo, please.", sender=ALICE)
+    [copy] = wait_for(lambda: customer_copies(relay), timeout=30)
+    assert copy.message.get_body(("plain",)).get_content().strip() == "A photo, please."
+    assert ticket_json(app, 1)["status"] == "waiting"
+
+
+def test_daemon_an_expired_reply_address_does_nothing_and_brings_a_fresh_one(
+    dated_daemon: Daemon, relay: Sink, clock: FrozenClock
+) -> None:
+    _submit(dated_daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    clock.advance(timedelta(days=91))
+    _refused_then_resent(dated_daemon, relay, notification, "reply address expired")
+
+
+def test_daemon_a_reply_address_acts_for_its_whole_lifetime(
+    dated_daemon: Daemon, relay: Sink, clock: FrozenClock
+) -> None:
+    _submit(dated_daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    clock.advance(timedelta(days=90, hours=14))  # the 90th day after, at 23:00
+    _answer(dated_daemon, notification, "#status waiting\n\nA photo, please.", sender=ALICE)
+    wait_for(lambda: customer_copies(relay), timeout=30)
+    assert ticket_json(_app(dated_daemon), 1)["status"] == "waiting"
+
+
+def test_daemon_rotating_the_secret_retires_reply_addresses_but_not_bounce_addresses(
+    dated_daemon: Daemon, relay: Sink, db_url: str, tmp_path: Path
+) -> None:
+    _submit(dated_daemon, CUSTOMER, ["support@example.com"], make_mail(message_id=CUSTOMER_ID))
+    notification = wait_for(lambda: relay.to(ALICE), timeout=30)[0]
+    [ack] = wait_for(lambda: relay.to(CUSTOMER), timeout=30)
+    config_file = str(write_config(tmp_path / "c.toml", config_data(db_url)))
+    rotated = run_cli(config_file, "operators", "rotate-secret")
+    assert rotated.exit_code == 0, rotated.output
+    assert "no longer act" in rotated.output
+    _refused_then_resent(dated_daemon, relay, notification, "a key since replaced")
+    # The acknowledgement sent before still has its bounce come back to it: by its return path
+    # alone, as this report names neither it nor its Message-ID.
+    dsn = (
+        "From: MAILER-DAEMON@mx.customer.test\r\nTo: " + ack.mail_from + "\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx.customer.test>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nNo such user.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.customer.test\r\n\r\n"
+        f"Final-Recipient: rfc822; {CUSTOMER}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        "--b--\r\n"
+    ).encode()
+    _submit(dated_daemon, "", [ack.mail_from], dsn)
+    _processed(dated_daemon, 4)
+    with _app(dated_daemon).factory() as session:
+        row = session.execute(select(Inbound).where(Inbound.message_id == "dsn1@mx.customer.test"))
+        assert row.scalar_one().disposition == "bounce"
+
+
+def test_rotate_secret_is_refused_when_the_config_names_the_secret(tmp_path: Path) -> None:
+    data = config_data(f"sqlite:///{tmp_path / 'm.db'}", support={"secret": "s3cret"})
+    config_file = str(write_config(tmp_path / "c.toml", data))
+    result = run_cli(config_file, "operators", "rotate-secret")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "[support] secret" in result.output and "change it there" in result.output
+
+
+def test_a_stranger_with_an_expired_reply_address_is_told_nothing(
+    staff_app: App, relay: Sink, clock: FrozenClock
+) -> None:
+    open_ticket(staff_app, relay)
+    address = signed(staff_app, 1, ALICE)
+    clock.advance(timedelta(days=200))
+    reply(staff_app, address, "#status closed\n\nDone.", sender="mallory@evil.test")
+    send(staff_app)
+    assert len(relay.to(ALICE)) == 1  # the notification, nothing more
+    [event] = events(staff_app, "operator_unverified")
+    assert "used by someone who is not one" in event.data["reason"]
+    assert ticket_json(staff_app, 1)["status"] == "new"
+
+
+def _undated(app: App, number: int, operator_email: str) -> str:
+    """A reply address as versions before dated ones signed it."""
+    with app.factory() as session:
+        operator = session.execute(
+            select(Operator).where(Operator.email == operator_email)
+        ).scalar_one()
+        secret = reply_keys(session, app.config).current
+    return f"support+{number}-{token(number, operator.id, secret, None)}@example.com"
+
+
+@pytest.mark.parametrize(("days", "acts"), [(90, True), (91, False)])
+def test_an_undated_reply_address_counts_as_issued_on_the_upgrade(
+    staff_app: App, relay: Sink, clock: FrozenClock, days: int, acts: bool
+) -> None:
+    open_ticket(staff_app, relay)
+    with staff_app.factory.begin() as session:
+        upgraded = str(day_number(clock.now()))
+        session.add(Setting(key=UNDATED_REPLY_DAY, value=upgraded))
+    clock.advance(timedelta(days=days))
+    outcome = reply(staff_app, _undated(staff_app, 1, ALICE), "#status waiting\n\nA photo?")
+    assert ("relayed" in outcome.detail) is acts
+    assert ticket_json(staff_app, 1)["status"] == ("waiting" if acts else "new")
+    send(staff_app)
+    renewals = [r for r in relay.to(ALICE) if EXPIRED_SUBJECT in r.message["Subject"]]
+    assert len(renewals) == (0 if acts else 1)
+
+
+def test_an_undated_reply_address_never_acts_where_none_was_given_out(
+    staff_app: App, relay: Sink
+) -> None:
+    open_ticket(staff_app, relay)
+    outcome = reply(staff_app, _undated(staff_app, 1, ALICE), "#status waiting\n\nA photo?")
+    assert "kept internal" in outcome.detail
+    assert ticket_json(staff_app, 1)["status"] == "new"

@@ -24,6 +24,7 @@ from mailsupport.domain.operators import (
     remove_operator,
 )
 from mailsupport.domain.queues import existing_queue
+from mailsupport.domain.settings import rotate_reply_key
 from mailsupport.domain.tickets import find_queue
 
 
@@ -95,6 +96,18 @@ def list_command(ctx: CliContext, as_json: bool) -> None:
         queues = ",".join(row["queues"]) or "-"
         extra = f"  also {', '.join(row['addresses'])}" if row["addresses"] else ""
         click.echo(f"{row['email']:<32} {row['name']:<20} {queues}{extra}{state}")
+
+
+@operators.command("rotate-secret")
+@pass_context
+def rotate_secret_command(ctx: CliContext) -> None:
+    """Replace the key of reply addresses: every one sent so far stops acting."""
+    with ctx.transaction() as session:
+        rotate_reply_key(session, ctx.config)
+    click.echo(
+        "New reply-address key: the reply addresses sent so far no longer act; each operator"
+        " gets a fresh one with their next mail (bounce addresses are not affected)."
+    )
 
 
 @operators.group("queue")

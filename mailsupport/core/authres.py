@@ -7,6 +7,10 @@ recorded so in an Authentication-Results header (RFC 8601). This module decides 
 
 What counts, and why:
 
+- Only on mail that came through our MTA: handed over by a trusted relay, the gateway or an
+  IMAP account configured to trust its provider. Mail that reached the listener directly
+  carries whatever headers its sender wrote, the topmost one included (``is_trusted_peer``;
+  the pipeline passes ``trusted=False`` for the rest).
 - Only the topmost Authentication-Results header. Our MTA adds its header on top of the
   message; everything below it arrived with the message and may have been written by the
   sender. (An A-R header above ours cannot exist: nothing handles the message between our MTA
@@ -26,6 +30,7 @@ comments, quoting, folding and several results per header.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,30 +64,62 @@ class _Result:
         return f"{self.method}={self.result}" + (f" {shown}" if shown else "")
 
 
+def is_trusted_peer(peer: str, trusted_relays: Iterable[str]) -> bool:
+    """Whether the client address ``peer`` is in one of the ``trusted_relays`` networks."""
+    try:
+        address = ipaddress.ip_address(peer.strip().strip("[]").partition("%")[0])
+    except ValueError:
+        return False  # no IP address: nothing we were told to trust
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d
+    return any(address in ipaddress.ip_network(network, strict=False) for network in trusted_relays)
+
+
 def verify_sender(
-    headers: Sequence[tuple[str, str]], from_address: str, trusted_authserv_id: str
+    headers: Sequence[tuple[str, str]],
+    from_address: str,
+    trusted_authserv_id: str,
+    *,
+    trusted: bool,
 ) -> Proof:
-    """Whether the topmost Authentication-Results from our MTA proves ``from_address``'s domain."""
-    trusted = trusted_authserv_id.strip().lower()
-    if not trusted:
+    """Whether the topmost Authentication-Results from our MTA proves ``from_address``'s domain.
+
+    ``trusted`` says whether the mail came through our MTA at all; when not, no header counts.
+    """
+    authserv = trusted_authserv_id.strip().lower()
+    if not authserv:
         return Proof(False, "no trusted authserv-id configured")
     domain = _domain(from_address)
     if not domain:
         return Proof(False, f"the From address {from_address!r} has no domain")
-    value = next((v for k, v in headers if k.strip().lower() == _HEADER), None)
-    if value is None:
-        return Proof(False, "no Authentication-Results header")
+    value = _topmost(headers, trusted=trusted)
+    if isinstance(value, Proof):
+        return value
     parsed = _parse(value)
     if parsed is None:
         return Proof(False, "the topmost Authentication-Results header cannot be parsed")
     authserv_id, results = parsed
-    if authserv_id != trusted:
+    if authserv_id != authserv:
         return Proof(
             False,
             f"the topmost Authentication-Results header is from {authserv_id!r}, "
-            f"not from {trusted!r}",
+            f"not from {authserv!r}",
         )
     return _decide(results, domain, authserv_id)
+
+
+def _topmost(headers: Sequence[tuple[str, str]], *, trusted: bool) -> str | Proof:
+    """The topmost Authentication-Results header's value, or the refusal when none counts."""
+    value = next((v for k, v in headers if k.strip().lower() == _HEADER), None)
+    if value is None:
+        return Proof(False, "no Authentication-Results header")
+    if not trusted:
+        return Proof(
+            False,
+            "an Authentication-Results header on mail that did not come through a trusted"
+            " relay, ignored (a sender may write any)",
+        )
+    return value
 
 
 def _decide(results: Sequence[_Result], domain: str, authserv_id: str) -> Proof:

@@ -104,6 +104,7 @@ def _inbound_row(mail: RawMail, now: datetime) -> dict[str, Any]:
         "no_auto_reply": False,
         "attempts": 0,
         "queue": mail.queue,
+        "authres_trusted": mail.authres_trusted,
     }
 
 

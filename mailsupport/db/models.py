@@ -158,6 +158,9 @@ class Inbound(Base):
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(Text)  # what processing did, in words
     queue: Mapped[str | None] = mapped_column(String(64))  # set by a channel that decides it (IMAP)
+    # Came through our MTA (a trusted relay, the gateway, a trusted IMAP account): only then
+    # may its Authentication-Results prove an operator.
+    authres_trusted: Mapped[bool] = mapped_column(Boolean, default=False)
     # Once processed: a Disposition, the ticket it went to (or, for a bounce, was about), and
     # its From address, so that what was kept out of the tickets can be listed and found.
     disposition: Mapped[str | None] = mapped_column(String(16))

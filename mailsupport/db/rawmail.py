@@ -20,6 +20,9 @@ class RawMail:
     envelope_from: str | None = None
     envelope_to: tuple[str, ...] = field(default_factory=tuple)
     queue: str | None = None  # the queue new tickets go to, when the channel decides it
+    # Whether the mail came through our MTA, whose Authentication-Results it may carry: a
+    # trusted relay, the gateway, an IMAP account told to trust its provider.
+    authres_trusted: bool = False
 
     @cached_property
     def key(self) -> DedupeKey:

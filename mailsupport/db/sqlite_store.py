@@ -24,8 +24,8 @@ from mailsupport.db.sqlite_conn import begin_immediate, configure, sqlite_file
 
 _INSERT_INBOUND = (
     "INSERT INTO inbound (dedupe_key, message_id, channel, envelope_from, envelope_to,"
-    " received_at, size, state, screen_reasons, no_auto_reply, attempts, queue)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', '[]', 0, 0, ?)"
+    " received_at, size, state, screen_reasons, no_auto_reply, attempts, queue, authres_trusted)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', '[]', 0, 0, ?, ?)"
     " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
 )
 _INSERT_RAW = "INSERT INTO inbound_raw (inbound_id, raw) VALUES (?, ?)"
@@ -104,6 +104,7 @@ def _values(mail: RawMail, now: datetime) -> tuple[object, ...]:
         _sqlite_datetime(now),
         len(mail.raw),
         mail.queue,
+        mail.authres_trusted,
     )
 
 

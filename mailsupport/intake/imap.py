@@ -157,7 +157,14 @@ class AccountPoller:
         return new
 
     def _raw_mail(self, raw: bytes) -> RawMail:
-        return RawMail(raw, CHANNEL, None, self._envelope_to, self.account.queue or None)
+        return RawMail(
+            raw,
+            CHANNEL,
+            None,
+            self._envelope_to,
+            self.account.queue or None,
+            authres_trusted=self.account.trust_authentication_results,
+        )
 
     def store(self, mails: list[RawMail], last_uid: int, backlog: int) -> list[Stored]:
         """Commit the mails and the checkpoint above them in one transaction."""

@@ -16,6 +16,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from mailsupport.config import Config, SmtpConfig
+from mailsupport.core.authres import is_trusted_peer
 from mailsupport.core.limits import CONTROL
 from mailsupport.db.inbox import RawMail
 from mailsupport.errors import ConfigError, StorageError
@@ -381,6 +382,7 @@ class IntakeHandler:
             channel="lmtp" if self._lmtp else "smtp",
             envelope_from=envelope.mail_from,
             envelope_to=tuple(_address_only(a) for a in envelope.rcpt_tos),
+            authres_trusted=self._from_trusted_relay(session),
         )
         try:
             stored = await self._writer.store(mail)
@@ -392,6 +394,12 @@ class IntakeHandler:
 
     def _reply(self, envelope: Envelope, line: str) -> str:
         return _data_reply(line, envelope, lmtp=self._lmtp)
+
+    def _from_trusted_relay(self, session: Session) -> bool:
+        """Whether the client is our MTA: only then are the mail's Authentication-Results its."""
+        peer = session.peer
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        return is_trusted_peer(host, self._config.support.trusted_relays)
 
 
 class Listener:

@@ -21,11 +21,11 @@ from mailsupport.core.message import Address, Attachment
 from mailsupport.core.outmail import OutgoingMail, new_message_id, validate_address
 from mailsupport.core.redact import replace_addresses
 from mailsupport.core.render import Templates
-from mailsupport.core.replyaddr import reply_address
+from mailsupport.core.replyaddr import day_number, reply_address
 from mailsupport.core.subject import tagged_subject
 from mailsupport.db.models import Contact, Message, Operator, Ticket
 from mailsupport.domain.operators import addresses_of, queue_members
-from mailsupport.domain.settings import server_secret
+from mailsupport.domain.settings import reply_keys
 from mailsupport.domain.tickets import participants
 from mailsupport.outbound.outbox import enqueue
 from mailsupport.outbound.policy import RELAYED_KIND, delivery_refusal
@@ -131,7 +131,10 @@ class StaffMail:
         in_reply_to: str | None = None,
     ) -> None:
         """A notification or transcript for one operator, answerable from their mail client."""
-        secret = server_secret(session, self.config)
+        secret = reply_keys(session, self.config).current
+        signed = reply_address(
+            self._queue_address(ticket), ticket.number, operator.id, secret, day_number(now)
+        )
         mail = self.templated(
             ticket,
             Address(operator.email, operator.name),
@@ -140,7 +143,7 @@ class StaffMail:
             context=context,
             now=now,
             thread=Thread(in_reply_to, (in_reply_to,) if in_reply_to else ()),
-            reply_to=reply_address(self._queue_address(ticket), ticket.number, operator.id, secret),
+            reply_to=signed,
             auto_submitted="auto-generated",
         )
         enqueue(

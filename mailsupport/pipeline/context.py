@@ -19,3 +19,4 @@ class Incoming:
     screening: Screening
     queue: str | None = None  # decided by the channel (an IMAP account's queue), else by address
     envelope_from: str | None = None  # MAIL FROM, when the channel had an envelope ("" for <>)
+    authres_trusted: bool = False  # came through our MTA, so its Authentication-Results count

@@ -8,22 +8,34 @@ operator's reply address by someone it was not signed for, to the comment addres
 to a mail only operators were sent, by anyone but an operator, fails: such mail runs nothing,
 relays nothing and is never a customer's (``pipeline.unproven``), and the refusal is recorded
 with its reason.
+
+A reply address acts for ``[operators] reply_address_days`` after it was issued, and only under
+the current reply key. An operator's mail to one that expired, or was signed with the key
+since rotated away, is refused like any other; but it was once theirs, so the claim names the
+operator to tell, with a fresh address to send it again to (``pipeline.staff_route``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
 from mailsupport.core.authres import verify_sender
-from mailsupport.core.replyaddr import ReplyTarget, parse_reply_address, token_matches
+from mailsupport.core.replyaddr import (
+    ReplyTarget,
+    day_number,
+    is_expired,
+    parse_reply_address,
+    token_matches,
+)
 from mailsupport.db.models import Operator
 from mailsupport.domain.operators import operator_by_address
-from mailsupport.domain.settings import server_secret
+from mailsupport.domain.settings import ReplyKeys, reply_keys
 from mailsupport.pipeline.context import Incoming
 from mailsupport.pipeline.identify import People
 from mailsupport.pipeline.thread import referenced_ticket
@@ -40,6 +52,9 @@ class Claim:
     ticket_number: int | None
     evidence: str  # how it was proven, or why not
     to_comment_address: bool = False
+    # Unproven by an address that was this operator's once (expired, or under a rotated key):
+    # they are told, and given a fresh one.
+    renew_for: Operator | None = None
 
 
 def _recipients(incoming: Incoming) -> Iterable[str]:
@@ -61,7 +76,7 @@ def _reply_targets(incoming: Incoming, config: Config) -> list[ReplyTarget]:
 
 
 def prove_operator(
-    session: Session, incoming: Incoming, people: People, config: Config
+    session: Session, incoming: Incoming, people: People, config: Config, now: datetime
 ) -> Claim | None:
     """None when neither the sender nor a recipient has anything to do with operators."""
     targets = _reply_targets(incoming, config)
@@ -76,7 +91,24 @@ def prove_operator(
     operator = operator_by_address(session, sender.email)
     if operator is None:
         return Claim(None, named, "the address of an inactive operator")
-    return _proof(session, incoming, operator, sender.email, targets, config)
+    return _proof(session, incoming, operator, sender.email, targets, config, now)
+
+
+def _signed_claim(
+    target: ReplyTarget, operator: Operator, keys: ReplyKeys, config: Config, now: datetime
+) -> Claim | None:
+    """The claim of a reply address signed for ``operator``, still valid or not; None if not."""
+    number = target.ticket_number
+    if token_matches(target, operator.id, keys.current):
+        lifetime = config.operators.reply_address_days
+        if not is_expired(target, day_number(now), lifetime, keys.undated_day):
+            return Claim(operator, number, "signed reply address")
+        reason = f"reply address expired (it acts for {lifetime} days after it was sent)"
+        return Claim(None, number, reason, renew_for=operator)
+    if keys.previous is not None and token_matches(target, operator.id, keys.previous):
+        reason = "reply address signed with a key since replaced (operators rotate-secret)"
+        return Claim(None, number, reason, renew_for=operator)
+    return None
 
 
 def _to_comment_address(incoming: Incoming, config: Config) -> bool:
@@ -99,18 +131,25 @@ def _proof(
     address: str,
     targets: list[ReplyTarget],
     config: Config,
+    now: datetime,
 ) -> Claim:
     """What mail from ``address``, one of ``operator``'s, proves: a signed address, or DKIM."""
     comment = _to_comment_address(incoming, config)
-    secret = server_secret(session, config)
+    keys = reply_keys(session, config)
     for target in targets:
-        if token_matches(target, operator.id, secret):
-            return Claim(operator, target.ticket_number, "signed reply address", comment)
+        claim = _signed_claim(target, operator, keys, config, now)
+        if claim is not None:
+            return replace(claim, to_comment_address=comment)
     if targets:
         return Claim(
             None, targets[0].ticket_number, "reply address not signed for this operator and ticket"
         )
-    proof = verify_sender(incoming.parsed.headers, address, config.support.trusted_authserv_id)
+    proof = verify_sender(
+        incoming.parsed.headers,
+        address,
+        config.support.trusted_authserv_id,
+        trusted=incoming.authres_trusted,
+    )
     if proof.ok:
         return Claim(operator, None, proof.reason, comment)
     return Claim(None, None, f"no signed reply address; {proof.reason}")

@@ -105,6 +105,7 @@ class _Loaded:
     envelope_to: tuple[str, ...]
     received_at: datetime
     queue: str | None
+    authres_trusted: bool
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ _LOAD = (
         _INBOUND.c.envelope_to,
         _INBOUND.c.received_at,
         _INBOUND.c.queue,
+        _INBOUND.c.authres_trusted,
     )
     .join(_INBOUND_RAW, _INBOUND_RAW.c.inbound_id == _INBOUND.c.id)
     .where(
@@ -151,6 +153,7 @@ def _load(factory: sessionmaker[Session], inbound_ids: Sequence[int]) -> list[_L
             tuple(row.envelope_to or ()),
             row.received_at,
             row.queue,
+            bool(row.authres_trusted),
         )
         for row in rows
     }
@@ -368,6 +371,7 @@ class Pipeline:
             screening,
             loaded.queue,
             loaded.envelope_from,
+            loaded.authres_trusted,
         )
         return _Ready(loaded, incoming)
 
@@ -445,7 +449,7 @@ class Pipeline:
     def _route(self, session: Session, incoming: Incoming, raw: bytes, now: datetime) -> _Routed:
         """Decide where the message goes and apply it."""
         people = identify(session, incoming, self.config, now)
-        claim = prove_operator(session, incoming, people, self.config)
+        claim = prove_operator(session, incoming, people, self.config, now)
         if claim is not None:
             by_operator = route_operator_mail(
                 session, incoming, claim, people, self.config, self.staff, now, raw

@@ -4,7 +4,9 @@ The signed reply address names the ticket; mail proven otherwise (DKIM) finds it
 Message-IDs or the subject tag, which operators may use freely. An operator's forward of a
 customer's mail to the support address opens a ticket for that customer, who is acknowledged
 as if they had written to us themselves; never for an operator or one of our own addresses.
-Mail whose claim failed is kept internal on the ticket it names (``pipeline.unproven``).
+Mail whose claim failed is kept internal on the ticket it names (``pipeline.unproven``); when
+it came to an address that was its operator's once (expired, or under a rotated key), they
+are told so, in a mail whose Reply-To is a fresh address to send it again to.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from mailsupport.core.forward import Forwarded, find_forwarded
 from mailsupport.core.message import MailKind
 from mailsupport.core.subject import find_ticket_number
 from mailsupport.core.threads import Action, Decision
-from mailsupport.db.models import Ticket
+from mailsupport.db.models import Operator, Ticket
 from mailsupport.domain.actors import operator_actor
 from mailsupport.domain.contacts import get_or_create_contact
 from mailsupport.domain.tickets import get_ticket, record_event
@@ -70,7 +72,11 @@ def route_operator_mail(
         # A bounce that came back to a reply address goes to delivery tracking all the same.
         if ticket is None or incoming.screening.kind is MailKind.BOUNCE:
             return None
-        return ticket, keep_unproven(session, incoming, ticket, claim, now)
+        kept = keep_unproven(session, incoming, ticket, claim, now)
+        if claim.renew_for is not None and incoming.screening.kind is MailKind.NORMAL:
+            # Only a person's mail: an auto-reply answered would answer back.
+            _renewed_address(session, incoming, ticket, claim.renew_for, claim, staff, now)
+        return ticket, kept
     if ticket is not None:
         mail = OperatorMail(claim.operator, ticket, claim.evidence, claim.to_comment_address)
         return ticket, handle_reply(session, incoming, mail, staff, now)
@@ -80,6 +86,27 @@ def route_operator_mail(
     if not _may_be_customer(forwarded.sender.email.lower(), people, config):
         return None
     return _open_for_customer(session, incoming, claim, forwarded, config, now)
+
+
+def _renewed_address(
+    session: Session,
+    incoming: Incoming,
+    ticket: Ticket,
+    operator: Operator,
+    claim: Claim,
+    staff: StaffMail,
+    now: datetime,
+) -> None:
+    """Tell the operator their mail did nothing, from a fresh reply address."""
+    staff.to_operator(
+        session,
+        ticket,
+        operator,
+        "operator_reply_address_expired",
+        {"reason": claim.evidence},
+        now=now,
+        in_reply_to=incoming.parsed.message_id or None,
+    )
 
 
 def _may_be_customer(address: str, people: People, config: Config) -> bool:
