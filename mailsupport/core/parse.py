@@ -131,14 +131,20 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise MessageParseError("the MIME structure is nested too deeply to parse") from exc
 
 
-def _parse(raw: bytes) -> ParsedMessage:
+def _prepared(raw: bytes) -> tuple[bytes, list[str]]:
+    """The raw mail as the email package can read it within bounds, and what was changed: the
+    header block bounded and repaired, the parts counted off."""
     raw, bounded = bound_header_block(raw)
     raw, repairs = repair_header_block(raw)
     raw, cut = bound_parts(raw)
+    return raw, [*repairs, *(note for note in (bounded, cut) if note)]
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    raw, changes = _prepared(raw)
     message = _mime_tree(raw)
     collected = _walk(message)
-    collected.defects.extend(repairs)
-    collected.defects += [note for note in (bounded, cut) if note]
+    collected.defects.extend(changes)
     charsets = _mail_charsets(message, collected)
     headers, header_defects = _decoded_headers(message, charsets)
     _repair_address_headers(message, charsets)

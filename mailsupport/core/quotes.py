@@ -222,7 +222,7 @@ def _header_spans(lines: Sequence[str]) -> list[_Span]:
 
 def _regex_spans(text: str) -> Iterator[_Span]:
     for pattern in (_LIBRARY_HEADERS, _RUSSIAN_BLOCK):
-        for match in pattern.finditer(text):
+        for match in line_matches(pattern, text):
             start, stop = match.span()
             # The block patterns begin at the newline before their first line.
             while start < stop and text[start] == "\n":
@@ -231,6 +231,49 @@ def _regex_spans(text: str) -> Iterator[_Span]:
             if body.strip() and not _too_short_block(body):
                 first = text.count("\n", 0, start)
                 yield _Span(first, first + body.count("\n"))
+
+
+def line_matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)``, without its empty matches, for a header pattern: one whose
+    matches begin at the start of a line or at the newline before one, and hold a colon (or a
+    full-width one) or a run of five dashes within their first ``_MARK_WITHIN`` lines.
+
+    Only those positions are tried. ``re`` tries every character, and each of the library's
+    thirty-odd alternatives at each: about 3 ms for the 3 KB of a customer's usual reply.
+    """
+    lines = text.split("\n")
+    near = _lines_near_a_mark(lines)
+    pos = start = 0  # pos: where finditer would go on; start: the start of line ``index``
+    for index, line in enumerate(lines):
+        line_start, start = start, start + len(line) + 1
+        if not near[index] or line_start + len(line) < pos:
+            continue
+        # The newline before this line, then the line's start.
+        for candidate in (line_start - 1, line_start):
+            if candidate < max(pos, 0):
+                continue
+            match = pattern.match(text, candidate)
+            if match is not None and match.end() > candidate:
+                yield match
+                pos = match.end()
+                break
+
+
+# A header pattern's match holds its mark within this many lines: "On" and "wrote:" of an
+# attribution may be on lines of their own, with the name between.
+_MARK_WITHIN = 5
+_MARKS = (":", "\uff1a", "-----")
+
+
+def _lines_near_a_mark(lines: Sequence[str]) -> list[bool]:
+    """For each line, whether it or one of the ``_MARK_WITHIN - 1`` lines after it has a mark."""
+    near = [False] * len(lines)
+    last = len(lines) + _MARK_WITHIN  # the nearest marked line at or after this one
+    for index in range(len(lines) - 1, -1, -1):
+        if any(mark in lines[index] for mark in _MARKS):
+            last = index
+        near[index] = last - index < _MARK_WITHIN
+    return near
 
 
 def _too_short_block(body: str) -> bool:

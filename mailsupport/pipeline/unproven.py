@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from mailsupport.core.message import Address
 from mailsupport.db.models import Direction, Ticket
 from mailsupport.domain.actors import contact_actor
 from mailsupport.domain.messages import NewMessage, add_message
@@ -45,23 +46,7 @@ def keep_unproven(
         ticket.number,
         claim.evidence,
     )
-    message = NewMessage(
-        message_id=parsed.message_id,
-        direction=Direction.IN,
-        from_email=sender,
-        from_name=address.name if address else "",
-        to=parsed.to,
-        cc=parsed.cc,
-        subject=parsed.subject,
-        date=message_date(incoming),
-        text=parsed.text,
-        kind=incoming.screening.kind,
-        thread_reason=f"not trusted as an operator's: {claim.evidence}",
-        internal=True,
-        inbound_id=incoming.inbound_id,
-    )
-    message_row = add_message(session, ticket, message, now)
-    store_attachments(session, message_row, parsed.attachments)
+    message_row = _store_internal(session, incoming, ticket, address, claim, now)
     record_event(
         session,
         ticket,
@@ -76,3 +61,32 @@ def keep_unproven(
         },
     )
     return f"ticket #{ticket.number}: kept internal, not trusted as an operator's: {claim.evidence}"
+
+
+def _store_internal(
+    session: Session,
+    incoming: Incoming,
+    ticket: Ticket,
+    address: Address | None,
+    claim: Claim,
+    now: datetime,
+) -> int:
+    parsed = incoming.parsed
+    message = NewMessage(
+        message_id=parsed.message_id,
+        direction=Direction.IN,
+        from_email=address.email if address else "",
+        from_name=address.name if address else "",
+        to=parsed.to,
+        cc=parsed.cc,
+        subject=parsed.subject,
+        date=message_date(incoming),
+        text=parsed.text,
+        kind=incoming.screening.kind,
+        thread_reason=f"not trusted as an operator's: {claim.evidence}",
+        internal=True,
+        inbound_id=incoming.inbound_id,
+    )
+    message_row = add_message(session, ticket, message, now)
+    store_attachments(session, message_row, parsed.attachments)
+    return message_row

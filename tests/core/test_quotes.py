@@ -231,3 +231,35 @@ def test_follow_up_in_html_only() -> None:
         " received your message.</blockquote></div>"
     )
     assert follow_up_text("", html) == "Still jammed."
+
+
+def test_header_patterns_tried_at_line_starts_find_what_finditer_finds() -> None:
+    """``line_matches`` tries only where a history header can begin; it must miss nothing."""
+    import random
+
+    from mailsupport.core.quotes import _LIBRARY_HEADERS, _RUSSIAN_BLOCK, line_matches
+
+    pieces = [
+        "On Mon, Mar 2 2026 at 9:00 Carol <c@x> wrote:",
+        "On Mon, Mar 2 2026",
+        "Carol Customer",
+        "wrote:",
+        "> quoted",
+        "From: a",
+        "Sent: b",
+        "To: c",
+        "Subject: d",
+        "",
+        "-----Original Message-----",
+        "От: x",
+        "Тема: y",
+        "2026年3月2日 Carol 写道：",
+        "hello world",
+        "a: b",
+    ]
+    rnd = random.Random(7)
+    for _ in range(3000):
+        text = "\n".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 14)))
+        for pattern in (_LIBRARY_HEADERS, _RUSSIAN_BLOCK):
+            expected = [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
+            assert [m.span() for m in line_matches(pattern, text)] == expected, text
