@@ -224,6 +224,8 @@ def test_deliver_without_a_from_takes_the_envelope_sender(config_file: str) -> N
     assert ticket["requester"] == "alice@example.org"
     assert inbound(ticket)[0]["from"] == "alice@example.org"
     assert json.loads(run_cli(config_file, "quarantine", "list", "--json").stdout) == []
+    [stored] = json.loads(run_cli(config_file, "inbox", "list", "--json").stdout)
+    assert stored["from"] == "alice@example.org"
 
 
 def test_deliver_with_a_null_envelope_sender_and_no_from_is_quarantined(config_file: str) -> None:

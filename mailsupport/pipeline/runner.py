@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,8 @@ class _Routed:
     detail: str
     disposition: Disposition
     about_ticket: int | None = None
+    # Who it is from when that is not its From header's mailbox (the envelope sender, ...).
+    sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -438,7 +440,7 @@ class Pipeline:
             "quarantine_reason": None,
             "disposition": routed.disposition,
             "ticket_number": number or routed.about_ticket,
-            "from_address": _sender(incoming.parsed),
+            "from_address": routed.sender or _sender(incoming.parsed),
             **screening_marks(incoming.screening),
         }
         outcome = Outcome(
@@ -472,9 +474,10 @@ class Pipeline:
             disposition = Disposition.BOUNCE if linked.linked else Disposition.DROPPED
             return _Routed(None, linked.detail, disposition, linked.ticket_number)
         detail = f"ticket #{ticket.number}: {decision.reason}" if ticket else decision.reason
-        if people.sender is not None and people.sender_source != FROM:
-            detail += f" (sender from the {people.sender_source}: {people.sender.email})"
-        return _on_ticket(session, ticket, detail)
+        if people.sender is None or people.sender_source == FROM:
+            return _on_ticket(session, ticket, detail)
+        detail += f" (sender from the {people.sender_source}: {people.sender.email})"
+        return replace(_on_ticket(session, ticket, detail), sender=people.sender.email)
 
     def _transient_failure(self, inbound_id: int, exc: OperationalError) -> Outcome | None:
         log.warning("inbound %s: database error, will retry: %s", inbound_id, exc.orig)
