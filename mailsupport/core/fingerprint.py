@@ -30,9 +30,16 @@ DIGEST_BYTES = 16  # hex: the 32 characters of ``messages.body_hash``
 _MAY_QUOTE = re.compile(r"[>:\uff1a]|original message", re.IGNORECASE)
 
 
+def _may_quote(text: str) -> bool:
+    # ``_MAY_QUOTE.search`` alone takes about 50 us a mail in bench/intake.py's corpus (its
+    # case-insensitive alternation is tried at every character); ``in`` finds a mark first in
+    # about a quarter of them, which saves some 10 us a mail. Same answer either way.
+    return ">" in text or ":" in text or "\uff1a" in text or _MAY_QUOTE.search(text) is not None
+
+
 def fingerprint(text: str, attachment_digests: Sequence[str] = ()) -> str:
     """The digest of a message's ``text`` without what it quotes, and of its attachments."""
-    new_text = (strip_quoted(text) or text) if _MAY_QUOTE.search(text) else text
+    new_text = (strip_quoted(text) or text) if _may_quote(text) else text
     digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
     digest.update(" ".join(new_text.split()).casefold().encode("utf-8", "surrogatepass"))
     for attachment in attachment_digests:
@@ -42,7 +49,7 @@ def fingerprint(text: str, attachment_digests: Sequence[str] = ()) -> str:
 
 def cheap_to_fingerprint(text: str) -> bool:
     """Whether ``fingerprint`` takes ``text`` as it is, without stripping quotes (fast)."""
-    return _MAY_QUOTE.search(text) is None
+    return not _may_quote(text)
 
 
 def attachment_digest(content: bytes) -> str:
