@@ -91,7 +91,7 @@ def body_inside(raw: bytes) -> tuple[int, int] | None:
 def _events(raw: bytes) -> Iterator[Event]:
     """The repairs of the top header block in order, then ("body", end of the headers, start of
     the body) when the body starts inside it."""
-    end = _BLANK_LINE.search(raw)
+    end = _search(_BLANK_LINE, raw, 0, len(raw))
     scan = _Scan(raw, end.end(1) if end else len(raw))
     first = _SPACED.match(raw, 0, scan.limit)
     if first is None and not _HEADER_LINE.match(raw, 0, scan.limit):
@@ -101,7 +101,7 @@ def _events(raw: bytes) -> Iterator[Event]:
     if first is not None:
         yield ("spaced", first.start(1), first.end(1))
     scan.headed = first is not None or bool(_FIELD.match(raw, 0, scan.limit))
-    odd = _ODD.search(raw, 0, scan.limit)
+    odd = _search(_ODD, raw, 0, scan.limit)
     while odd is not None:
         start = odd.end()
         event = scan.line(start, odd.start())
@@ -110,7 +110,7 @@ def _events(raw: bytes) -> Iterator[Event]:
             return
         yield event
         line_end = _LINE_END.search(raw, start, scan.limit)
-        odd = _ODD.search(raw, line_end.start(), scan.limit) if line_end else None
+        odd = _search(_ODD, raw, line_end.start(), scan.limit) if line_end else None
 
 
 @dataclass
@@ -146,15 +146,37 @@ class _Scan:
 
     def _headed(self, start: int) -> bool:
         if not self.headed:
-            self.headed = _NEXT_FIELD.search(self.raw, self.searched, start) is not None
+            self.headed = _search(_NEXT_FIELD, self.raw, self.searched, start) is not None
             self.searched = start
         return self.headed
 
     def _field_follows(self, start: int) -> bool:
         if self.next_field < start:
-            found = _NEXT_FIELD.search(self.raw, start, self.limit)
+            found = _search(_NEXT_FIELD, self.raw, start, self.limit)
             self.next_field = found.start() if found else self.limit
         return self.next_field < self.limit
+
+
+# A search over a header block of millions of lines, run a piece at a time: in one call it held
+# the interpreter lock for a quarter of a second, while the listener's event loop, hashing that
+# mail's dedupe key in a thread beside it, answered nobody. Each piece is searched with the
+# overlap after it, longer than any match and what its lookahead reads (but a field name over
+# 64 KB, which no mailbox writes), so a match is found as a search of the whole would find it.
+_PIECE = 256 * 1024
+_OVERLAP = 64 * 1024
+
+
+def _search(
+    pattern: re.Pattern[bytes], raw: bytes, start: int, limit: int
+) -> re.Match[bytes] | None:
+    while True:
+        stop = min(start + _PIECE, limit)
+        found = pattern.search(raw, start, min(stop + _OVERLAP, limit))
+        if found is not None and found.start() < stop:
+            return found
+        if stop >= limit:
+            return None
+        start = stop
 
 
 def _continues(raw: bytes, start: int, previous_end: int, limit: int) -> bool:

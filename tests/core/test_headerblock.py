@@ -8,6 +8,8 @@ import re
 import tracemalloc
 from email.policy import compat32
 
+import pytest
+
 from mailsupport.core.headerblock import body_inside, repair_header_block
 
 # The blank line that ends a header block, a bare CR being a line break as for the email package.
@@ -70,3 +72,26 @@ def test_repairing_millions_of_lines_takes_memory_of_the_mail_only() -> None:
             tracemalloc.stop()
         assert len(repaired) < 2 * len(raw)
         assert peak < 3 * len(raw)
+
+
+def test_searching_a_piece_at_a_time_finds_what_one_search_finds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The patterns run over a block in pieces (so that no one call holds the interpreter lock
+    for long) and must find exactly the first match a search of the whole block finds."""
+
+    from mailsupport.core import headerblock
+
+    monkeypatch.setattr(headerblock, "_PIECE", 7)
+    monkeypatch.setattr(headerblock, "_OVERLAP", 40)
+    lines = [b"Subject: x", b"From : a@b", b"\tcontinued", b"no colon here", b"", b"From x", b"X:"]
+    ends = [b"\r\n", b"\n", b"\r"]
+    rnd = random.Random(3)
+    patterns = (headerblock._BLANK_LINE, headerblock._ODD, headerblock._NEXT_FIELD)
+    for _ in range(2000):
+        raw = b"".join(rnd.choice(lines) + rnd.choice(ends) for _ in range(rnd.randint(0, 12)))
+        start = rnd.randint(0, len(raw))
+        for pattern in patterns:
+            whole = pattern.search(raw, start, len(raw))
+            pieces = headerblock._search(pattern, raw, start, len(raw))
+            assert (pieces and pieces.span()) == (whole and whole.span()), raw
