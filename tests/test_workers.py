@@ -236,20 +236,20 @@ def _states(app: App, ids: list[int]) -> list[tuple[str, str | None]]:
     return [(rows[i].state, rows[i].quarantine_reason) for i in ids]
 
 
-def test_a_mail_that_kills_its_worker_is_quarantined_and_the_mail_behind_it_processed(
-    sqlite_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Killed by the time limit each time it is tried; the ordinary mail behind it goes on."""
-    data = config_data(sqlite_url, pipeline={"poll_interval": 0.5, "message_timeout": 1.0})
+def _poison_then_five(
+    sqlite_url: str, pipeline: dict[str, Any], lines: int
+) -> list[tuple[str, str | None]]:
+    """Store a poison mail of ``lines`` short lines and five ordinary ones behind it, run a
+    daemon with real worker processes until none is pending, and return their states."""
+    data = config_data(sqlite_url, pipeline={"poll_interval": 0.5, **pipeline})
     config = build_config(data, env={})
     app = open_app(config, migrate=True)
-    # Killed within 1.25 seconds of each start on it, well before it could be done.
-    raws = [_slow_mail(16_000_000)]
+    raws = [_slow_mail(lines)]
     raws += [make_mail(sender=f"c{i}@customer.test", subject=f"Problem {i}") for i in range(5)]
     with app.factory.begin() as session:
         stored = store_many(session, [RawMail(raw, "smtp") for raw in raws], app.clock.now())
     ids = [s.inbound_id for s in stored]
-    daemon = Daemon(config)  # real worker processes
+    daemon = Daemon(config)
     daemon.start()
     try:
         wait_for(lambda: InboundState.PENDING not in {s for s, _ in _states(app, ids)}, 240)
@@ -257,6 +257,15 @@ def test_a_mail_that_kills_its_worker_is_quarantined_and_the_mail_behind_it_proc
         daemon.stop()
         states = _states(app, ids)
         app.close()
+    return states
+
+
+def test_a_mail_that_kills_its_worker_is_quarantined_and_the_mail_behind_it_processed(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed by the time limit each time it is tried; the ordinary mail behind it goes on."""
+    # Killed within 1.25 seconds of each start on it, well before it could be done.
+    states = _poison_then_five(sqlite_url, {"message_timeout": 1.0}, 16_000_000)
     assert states[0] == (InboundState.QUARANTINED, "worker died while processing (3 times)")
     assert states[1:] == [(InboundState.PROCESSED, None)] * 5
     killed = [m for m in caplog.messages if "(pipeline.message_timeout): killing it" in m]
@@ -287,22 +296,8 @@ def test_a_mail_too_big_for_the_workers_memory_is_quarantined_and_the_rest_go_on
     sqlite_url: str,
 ) -> None:
     """Past its address space a worker fails on its own, not the OOM killer's choice of process."""
-    data = config_data(sqlite_url, pipeline={"poll_interval": 0.5, "worker_memory_limit": 600})
-    config = build_config(data, env={})
-    app = open_app(config, migrate=True)
-    raws = [_slow_mail(8_000_000)]  # parsing it takes well over 600 MB
-    raws += [make_mail(sender=f"c{i}@customer.test", subject=f"Problem {i}") for i in range(5)]
-    with app.factory.begin() as session:
-        stored = store_many(session, [RawMail(raw, "smtp") for raw in raws], app.clock.now())
-    ids = [s.inbound_id for s in stored]
-    daemon = Daemon(config)  # real worker processes
-    daemon.start()
-    try:
-        wait_for(lambda: InboundState.PENDING not in {s for s, _ in _states(app, ids)}, 240)
-    finally:
-        daemon.stop()
-        states = _states(app, ids)
-        app.close()
+    # Parsing it takes well over 600 MB.
+    states = _poison_then_five(sqlite_url, {"worker_memory_limit": 600}, 8_000_000)
     state, reason = states[0]
     assert state == InboundState.QUARANTINED
     assert reason is not None

@@ -29,15 +29,17 @@ from mailsupport.core.outmail import (
 )
 from mailsupport.core.render import RenderError, Templates
 from mailsupport.db.models import Contact, Direction, Message, Operator, Ticket
-from mailsupport.domain.actors import SYSTEM
 from mailsupport.domain.tickets import (
     RecordedEvent,
     participants,
-    record_event,
     take_new_events,
 )
 from mailsupport.outbound.outbox import enqueue
-from mailsupport.outbound.policy import automatic_mail_refusal, operator_mail_refusal
+from mailsupport.outbound.policy import (
+    automatic_mail_refusal,
+    operator_mail_refusal,
+    record_held_back,
+)
 from mailsupport.outbound.staff import StaffMail, Thread, ticket_thread
 
 log = logging.getLogger(__name__)
@@ -279,15 +281,7 @@ class Notifier:
         self, session: Session, ticket: Ticket, what: str, address: str, reason: str, now: datetime
     ) -> None:
         log.info("ticket #%s: no %s to %s: %s", ticket.number, what, address, reason)
-        record_event(
-            session,
-            ticket,
-            actor=SYSTEM,
-            kind="auto_reply_suppressed",
-            now=now,
-            new=address,
-            data={"mail": what, "reason": reason},
-        )
+        record_held_back(session, ticket, what, address, reason, now)
 
 
 # Operators hear about customer mail, list mail (a support address may be a mailing list) and

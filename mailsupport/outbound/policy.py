@@ -16,9 +16,11 @@ from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from mailsupport.config import Config
-from mailsupport.db.models import Contact, Outbox, OutboxRecipient, OutboxState, table_of
+from mailsupport.db.models import Contact, Outbox, OutboxRecipient, OutboxState, Ticket, table_of
+from mailsupport.domain.actors import SYSTEM
 from mailsupport.domain.contacts import find_contact
 from mailsupport.domain.operators import operator_emails
+from mailsupport.domain.tickets import record_event
 
 # The outbox kind of an operator's reply relayed to the customers.
 RELAYED_KIND = "reply"
@@ -146,3 +148,24 @@ def operator_mail_refusal(
             f" ticket in the last {limits.loop_window} minutes"
         )
     return None
+
+
+def record_held_back(
+    session: Session,
+    ticket: Ticket,
+    mail: str,
+    address: str,
+    reason: str,
+    now: datetime,
+    **data: object,
+) -> None:
+    """Record on ``ticket`` that ``mail`` (an outbox kind) was not sent to ``address``, and why."""
+    record_event(
+        session,
+        ticket,
+        actor=SYSTEM,
+        kind="auto_reply_suppressed",
+        now=now,
+        new=address,
+        data={"mail": mail, "reason": reason, **data},
+    )

@@ -26,10 +26,8 @@ from mailsupport.config import Config
 from mailsupport.core.fingerprint import cheap_to_fingerprint, fingerprint
 from mailsupport.core.message import MailKind, Screening
 from mailsupport.db.models import Ticket
-from mailsupport.domain.actors import SYSTEM
 from mailsupport.domain.messages import recent_fingerprints
-from mailsupport.domain.tickets import record_event
-from mailsupport.outbound.policy import relay_refusal
+from mailsupport.outbound.policy import record_held_back, relay_refusal
 from mailsupport.pipeline.context import Incoming
 
 # Mail that could still be answered or told about; the rest is known machine mail already.
@@ -113,13 +111,7 @@ def hold_relay(
     """Why an operator's reply must not reach the customer now (recorded), or None."""
     reason = repeated or relay_refusal(session, config, ticket.id, now)
     if reason is not None:
-        record_event(
-            session,
-            ticket,
-            actor=SYSTEM,
-            kind="auto_reply_suppressed",
-            now=now,
-            new=ticket.requester.email,
-            data={"mail": "reply", "reason": reason, "message_row": message_row},
+        record_held_back(
+            session, ticket, "reply", ticket.requester.email, reason, now, message_row=message_row
         )
     return reason
